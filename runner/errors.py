@@ -1,0 +1,77 @@
+"""The errors runner raises, under one root.
+
+    RunnerError
+     +-- FlowError        an author's mistake in a flow or test file; carries every Problem
+     +-- UsageError       a command used wrongly (bad option, missing file)
+     +-- InputError       run input refused: fails the flow's input schema, or too large
+     +-- StoreError       the database cannot be opened or is in an unexpected state
+     +-- StepError        a step failed at run time; its error route is taken
+          +-- ToolError   a tool call failed; `kind` says how (timeout, connection, ...)
+          +-- LLMError    a model call failed or its answer stayed invalid
+
+Author mistakes are reported as located problems and never as tracebacks; run-time
+failures name the run, the step and the step's line in the flow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One located problem in an author's file: `file:line:col: path: message`."""
+
+    file: str
+    line: int
+    col: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.path}: {self.message}"
+
+
+class RunnerError(Exception):
+    """Root of every error runner raises on purpose."""
+
+
+class FlowError(RunnerError):
+    """A flow (or flow test) file has problems; `problems` holds all of one stage, sorted."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(set(problems))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class UsageError(RunnerError):
+    """The command line asks for something that cannot be done as asked."""
+
+
+class InputError(RunnerError):
+    """The input of a run was refused before any step ran."""
+
+
+class StoreError(RunnerError):
+    """The run store cannot be used: wrong URL, unknown run, unexpected state."""
+
+
+class StepError(RunnerError):
+    """A step failed at run time. `kind` classifies it for retry rules and routes."""
+
+    def __init__(self, message: str, kind: str = "error") -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+class ToolError(StepError):
+    """A tool call failed: kind is timeout, connection, http_429, http_5xx, http_4xx,
+    invalid_input, invalid_output, in_doubt or exception."""
+
+    def __init__(self, message: str, kind: str, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, kind)
+
+
+class LLMError(StepError):
+    """A model call failed, or its answer stayed invalid after every repair."""
