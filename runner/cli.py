@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
     graph.set_defaults(command=cmd_graph)
 
+    from runner.cli_runs import add_run_commands
+
+    add_run_commands(commands)
     return parser
 
 

@@ -17,8 +17,17 @@ from typing import Any
 
 from runner import templates
 from runner.errors import FlowError, Problem
-from runner.model import ENDINGS, ConfidenceGate, Flow, LlmStep, PolicyStep, Step, \
-    SwitchStep, ToolStep
+from runner.model import (
+    ENDINGS,
+    ConfidenceGate,
+    Flow,
+    LlmStep,
+    PolicyStep,
+    Step,
+    SwitchStep,
+    ToolStep,
+)
+from runner.policies import DETECTORS as policy_detectors
 from runner.schema import schema_problems
 from runner.source import Path_
 from runner.tools import locate_python_target
@@ -27,7 +36,7 @@ STEP_ROOTS = ("input", "steps", "run", "env", "secret")
 TOOL_ROOTS = ("args", "input", "run", "env", "secret")
 RUN_FIELDS = ("id", "flow")
 STEP_FIELDS = ("output",)
-DETECTORS = ("email", "phone", "credit_card", "iban", "secret")
+DETECTORS = tuple(policy_detectors)
 
 
 @dataclass(frozen=True)
@@ -64,8 +73,41 @@ def compile_flow(flow: Flow) -> CompiledFlow:
     problems = checker.run()
     if problems:
         raise FlowError(problems)
-    edges = tuple(Edge(s.id, t, d) for s in flow.steps for t, d in s.routes().items())
-    return CompiledFlow(flow, edges)
+    return CompiledFlow(flow, tuple(_edges(flow)))
+
+
+def _edges(flow: Flow) -> Iterator[Edge]:
+    for step in flow.steps:
+        for trigger, dest in step.routes().items():
+            yield Edge(step.id, trigger, dest)
+        if isinstance(step, ToolStep):
+            tool = flow.tools[step.tool]
+            if tool.effect and not tool.idempotent:
+                # An effect whose outcome is unknown is never re-sent blindly: a person looks.
+                yield Edge(step.id, "in_doubt", "human_review")
+
+
+class Position:
+    """A run's place in its compiled state machine. transitions sets `state` and binds
+    `trigger(outcome)`, which moves the position along the outcome's route."""
+
+    state: str
+    trigger: Callable[[str], bool]
+
+
+def machine_position(compiled: CompiledFlow, position: str) -> Position:
+    """A transitions machine for one run, standing at `position`."""
+    from transitions import Machine
+
+    model = Position()
+    Machine(
+        model=model,
+        states=[*(s.id for s in compiled.flow.steps), *ENDINGS],
+        transitions=[{"trigger": e.trigger, "source": e.source, "dest": e.dest}
+                     for e in compiled.edges],
+        initial=position, auto_transitions=False, send_event=True, queued=True,
+    )
+    return model
 
 
 def _suggest(name: str, known: Iterable[str]) -> str:

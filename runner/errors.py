@@ -68,8 +68,12 @@ class ToolError(StepError):
     """A tool call failed: kind is timeout, connection, http_429, http_5xx, http_4xx,
     invalid_input, invalid_output, in_doubt or exception."""
 
-    def __init__(self, message: str, kind: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, kind: str, retry_after: float | None = None, *,
+                 maybe_sent: bool = False) -> None:
         self.retry_after = retry_after
+        # True when the call may have reached the other side before it failed (a read
+        # timeout, a dropped connection): for an effect, its outcome is unknown.
+        self.maybe_sent = maybe_sent
         super().__init__(message, kind)
 
 

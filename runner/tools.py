@@ -93,7 +93,7 @@ class PythonTool:
     times out cannot be stopped and is left to finish on its own.
     """
 
-    def __init__(self, tool: Tool, flow_file: Path) -> None:
+    def __init__(self, tool: Tool, *, flow_file: Path, http_transport: Any = None) -> None:
         self.tool = tool
         self.flow_file = flow_file
         self._function: Callable[..., Any] | None = None
@@ -119,11 +119,12 @@ class PythonTool:
         try:
             return pool.submit(function, **kwargs).result(timeout=call.timeout_seconds)
         except concurrent.futures.TimeoutError as exc:
-            raise ToolError(f"no result after {call.timeout_seconds:g}s", "timeout") from exc
+            raise ToolError(f"no result after {call.timeout_seconds:g}s", "timeout",
+                            maybe_sent=True) from exc
         except ToolError:
             raise
         except TimeoutError as exc:
-            raise ToolError(f"timed out: {exc}", "timeout") from exc
+            raise ToolError(f"timed out: {exc}", "timeout", maybe_sent=True) from exc
         except ConnectionError as exc:
             raise ToolError(f"connection failed: {exc}", "connection") from exc
         except Exception as exc:
@@ -143,9 +144,9 @@ def _accepts(function: Callable[..., Any], name: str) -> bool:
 class HttpTool:
     """Sends the rendered request with httpx; an effect's key goes as `Idempotency-Key`."""
 
-    def __init__(self, tool: Tool, transport: Any = None) -> None:
+    def __init__(self, tool: Tool, *, flow_file: Path, http_transport: Any = None) -> None:
         self.tool = tool
-        self.transport = transport
+        self.transport = http_transport
 
     def __call__(self, call: Call) -> Any:
         import httpx
@@ -162,9 +163,13 @@ class HttpTool:
                     content=request.get("body"),
                 )
         except httpx.TimeoutException as exc:
-            raise ToolError(f"timed out after {call.timeout_seconds:g}s", "timeout") from exc
+            sent = not isinstance(exc, httpx.ConnectTimeout)
+            raise ToolError(f"timed out after {call.timeout_seconds:g}s", "timeout",
+                            maybe_sent=sent) from exc
         except httpx.TransportError as exc:
-            raise ToolError(f"connection failed: {exc}", "connection") from exc
+            sent = not isinstance(exc, httpx.ConnectError)
+            raise ToolError(f"connection failed: {exc or type(exc).__name__}", "connection",
+                            maybe_sent=sent) from exc
         return _response_value(response)
 
 

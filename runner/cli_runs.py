@@ -1,0 +1,208 @@
+"""Commands that run flows and read the run store: run, resume, runs, show."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from typing import Any, TextIO
+
+from runner.errors import FlowError, UsageError
+
+EXIT_OK, EXIT_FAILED, EXIT_ESCALATED = 0, 1, 4
+_STATUS_EXIT = {"completed": EXIT_OK, "failed": EXIT_FAILED, "escalated": EXIT_ESCALATED,
+                "rejected": EXIT_FAILED, "running": EXIT_FAILED}
+
+
+def add_run_commands(commands: Any) -> None:
+    """Add run, resume, runs and show to the `runner` parser."""
+    run = commands.add_parser("run", help="run a flow on one input")
+    run.add_argument("flow", metavar="FLOW")
+    run.add_argument("--input", metavar="FILE", required=True,
+                     help="JSON file with the run input, or - for standard input")
+    run.add_argument("--max-input-bytes", type=int, metavar="N",
+                     help="refuse larger input (default 1 MiB, or RUNNER_MAX_INPUT_BYTES)")
+    _common(run)
+    run.set_defaults(command=cmd_run)
+
+    resume = commands.add_parser("resume", help="continue an interrupted or failed run")
+    resume.add_argument("run_id", metavar="RUN")
+    resume.add_argument("--from", dest="from_step", metavar="STEP",
+                        help="start again at this step instead of where the run stopped")
+    _common(resume)
+    resume.set_defaults(command=cmd_resume)
+
+    runs = commands.add_parser("runs", help="list runs, newest first")
+    runs.add_argument("--status", choices=("queued", "running", "completed", "escalated",
+                                           "failed", "rejected"))
+    runs.add_argument("--flow", metavar="NAME")
+    runs.add_argument("--limit", type=int, default=50)
+    _common(runs)
+    runs.set_defaults(command=cmd_runs)
+
+    show = commands.add_parser("show", help="a run's timeline: steps, attempts, routes")
+    show.add_argument("run_id", metavar="RUN")
+    _common(show)
+    show.set_defaults(command=cmd_show)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", metavar="URL",
+                        help="database URL (default RUNNER_DB, else sqlite .runner/runner.db)")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from runner.store import SqlStore, store_url
+
+    return SqlStore(store_url(args.db))
+
+
+def _read_input(source: str) -> Any:
+    try:
+        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+    except OSError as exc:
+        raise UsageError(f"cannot read input {source}: {exc.strerror}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"input {source} is not JSON: {exc}") from exc
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.engine import DEFAULT_MAX_INPUT_BYTES, Engine
+    from runner.flows import load_flow
+
+    value = _read_input(args.input)
+    try:
+        compiled = load_flow(args.flow)
+    except FlowError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_FAILED
+    limit = args.max_input_bytes or int(os.environ.get("RUNNER_MAX_INPUT_BYTES",
+                                                       DEFAULT_MAX_INPUT_BYTES))
+    started = time.perf_counter()
+    engine = Engine(_store(args), max_input_bytes=limit)
+    result = engine.start(compiled, value)
+    return _outcome(result, time.perf_counter() - started, args.format, out)
+
+
+def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.engine import Engine
+
+    started = time.perf_counter()
+    result = Engine(_store(args)).resume(args.run_id, from_step=args.from_step)
+    return _outcome(result, time.perf_counter() - started, args.format, out)
+
+
+def _outcome(result: Any, seconds: float, form: str, out: TextIO) -> int:
+    if form == "json":
+        json.dump({"run": result.run_id, "status": result.status, "position": result.position,
+                   "reason": result.reason, "error": result.error}, out, indent=2)
+        out.write("\n")
+        return _STATUS_EXIT.get(result.status, EXIT_FAILED)
+    print(f"run {result.run_id} {result.status} ({seconds:.2f} s)", file=out)
+    if result.status == "escalated":
+        print(f"  waiting for human review: {result.reason}", file=out)
+    elif result.status == "failed":
+        print(f"  in the dead-letter queue: {result.reason}", file=out)
+        print(f"  after fixing the cause: runner resume {result.run_id}", file=out)
+    return _STATUS_EXIT.get(result.status, EXIT_FAILED)
+
+
+def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
+    records = _store(args).list_runs(status=args.status, flow=args.flow, limit=args.limit)
+    if args.format == "json":
+        json.dump([_run_json(r) for r in records], out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    if not records:
+        print("no runs", file=out)
+        return EXIT_OK
+    rows = [("RUN", "FLOW", "STATUS", "AT", "STEPS", "UPDATED", "REASON")]
+    rows += [(r.id, r.flow_name, r.status, r.failed_step or r.position, str(r.steps_run),
+              _when(r.updated_at), _short(r.reason or "", 60)) for r in records]
+    _table(rows, out)
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
+    store = _store(args)
+    record = store.run(args.run_id)
+    events = store.events(record.id)
+    if args.format == "json":
+        data = _run_json(record)
+        data["input"] = record.input
+        data["error"] = record.error
+        data["checkpoints"] = [{"seq": c.seq, "step": c.step_id, "outcome": c.outcome,
+                                "route": c.route, "attempts": c.attempts, "output": c.output}
+                               for c in store.checkpoints(record.id)]
+        data["events"] = [{"at": e.at.isoformat(), "kind": e.kind, "step": e.step_id,
+                           "data": e.data} for e in events]
+        json.dump(data, out, indent=2, default=str)
+        out.write("\n")
+        return EXIT_OK
+    version = store.flow_version(record.flow_digest)
+    print(f"run      {record.id}", file=out)
+    print(f"flow     {record.flow_name} ({version.path}, version {version.digest[:12]}"
+          f"{', commit ' + version.git_commit[:12] if version.git_commit else ''})", file=out)
+    print(f"status   {record.status} at {record.failed_step or record.position}", file=out)
+    if record.reason:
+        print(f"reason   {record.reason}", file=out)
+    print("", file=out)
+    start = events[0].at if events else record.created_at
+    for event in events:
+        offset = (event.at - start).total_seconds()
+        print(f"  +{offset:8.3f}s  {event.step_id or '-':<16} {_describe(event)}", file=out)
+    return EXIT_OK
+
+
+def _describe(event: Any) -> str:
+    data = event.data
+    if event.kind == "step":
+        text = f"{data['outcome']} -> {data['route']}  ({data['attempts']} attempt" \
+               f"{'s' * (data['attempts'] != 1)}, {data['ms']:.1f} ms)"
+        if data.get("error"):
+            text += f"\n{'':30}error: {_short(data['error']['message'], 200)}"
+        return text
+    if event.kind == "attempt_failed":
+        wait = f", retry in {data['wait']:.2f}s" if data.get("wait") is not None else ""
+        return f"attempt {data['attempt']} failed: {data['kind']}: " \
+               f"{_short(data['message'], 120)}{wait}"
+    if event.kind == "effect":
+        return f"effect {data['key']}: {data['status']}"
+    if event.kind == "policy":
+        return f"policy {data['policy']} fired ({data['rule']}): {data['message']}"
+    if event.kind == "run_started":
+        return f"run started (flow {data['flow']}, version {data['digest'][:12]})"
+    if event.kind == "run_resumed":
+        return f"run resumed at {data['from']}"
+    return f"{event.kind} {json.dumps(data, default=str)}"
+
+
+def _run_json(record: Any) -> dict[str, Any]:
+    return {"run": record.id, "flow": record.flow_name, "status": record.status,
+            "position": record.position, "failed_step": record.failed_step,
+            "reason": record.reason, "steps_run": record.steps_run,
+            "created_at": record.created_at.isoformat(),
+            "updated_at": record.updated_at.isoformat()}
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _short(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _table(rows: list[tuple[str, ...]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(),
+              file=out)

@@ -1,0 +1,111 @@
+"""Policy rules checked on text before it reaches a side effect.
+
+Each violation says which rule fired and where in the text (character offsets), so a
+reviewer sees exactly what tripped it. Detectors aim to catch real data and let lookalikes
+pass: a card number must pass the Luhn check, an IBAN its mod-97 check.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from runner import templates
+from runner.errors import StepError
+from runner.model import Policy
+
+Violation = dict[str, Any]
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_PHONE = re.compile(r"(?<![\w+])\+?\d[\d ().-]{7,}\d(?!\w)")
+_CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
+_SECRET = re.compile(
+    r"\b(?:sk-[A-Za-z0-9_-]{20,}|(?:ghp|gho|ghs|ghu)_[A-Za-z0-9]{30,}|AKIA[0-9A-Z]{16}"
+    r"|xox[abpr]-[A-Za-z0-9-]{10,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+)"
+)
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum that every payment card number passes."""
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        value = int(char) * (2 if i % 2 else 1)
+        total += value - 9 if value > 9 else value
+    return total % 10 == 0
+
+
+def iban_valid(text: str) -> bool:
+    """The ISO 13616 mod-97 check of an IBAN."""
+    compact = text.replace(" ", "")
+    rearranged = compact[4:] + compact[:4]
+    number = "".join(str(int(c, 36)) for c in rearranged)
+    return int(number) % 97 == 1
+
+
+def _spans(pattern: re.Pattern[str], text: str,
+           accept: Callable[[str], bool] = lambda _: True) -> Iterator[tuple[int, int]]:
+    for match in pattern.finditer(text):
+        if accept(match.group()):
+            yield match.span()
+
+
+def _phone_ok(found: str) -> bool:
+    return 8 <= len(re.sub(r"\D", "", found)) <= 15
+
+
+DETECTORS: dict[str, Callable[[str], Iterator[tuple[int, int]]]] = {
+    "email": lambda text: _spans(_EMAIL, text),
+    "phone": lambda text: _spans(_PHONE, text, _phone_ok),
+    "credit_card": lambda text: _spans(_CARD, text,
+                                       lambda s: luhn_valid(re.sub(r"\D", "", s))),
+    "iban": lambda text: _spans(_IBAN, text, iban_valid),
+    "secret": lambda text: _spans(_SECRET, text),
+}
+
+
+def _violation(policy: Policy, rule: str, span: tuple[int, int] | None, text: str) -> Violation:
+    found: Violation = {"policy": policy.name, "rule": rule,
+                        "message": policy.message or _default_message(policy, rule)}
+    if span is not None:
+        found["start"], found["end"] = span
+        found["excerpt"] = text[max(0, span[0] - 20): span[1] + 20]
+    return found
+
+
+def _default_message(policy: Policy, rule: str) -> str:
+    return {
+        "deny": f"the text matches the denied pattern {policy.value!r}",
+        "require": f"the text does not match the required pattern {policy.value!r}",
+        "max_length": f"the text is longer than {policy.value} characters",
+        "check": f"the check `{policy.value}` is false",
+    }.get(policy.kind, f"the text contains {rule.replace('_', ' ')} data")
+
+
+def _check(policy: Policy, text: str, ctx: Mapping[str, Any]) -> list[Violation]:
+    kind = policy.kind
+    if kind == "deny":
+        return [_violation(policy, "deny", m.span(), text)
+                for m in re.finditer(policy.value, text)][:10]
+    if kind == "require":
+        return [] if re.search(policy.value, text) else [_violation(policy, "require", None,
+                                                                    text)]
+    if kind == "max_length":
+        over = len(text) > policy.value
+        return [_violation(policy, "max_length", (policy.value, len(text)), text)] if over \
+            else []
+    if kind == "detect":
+        return [_violation(policy, name, span, text)
+                for name in policy.value for span in DETECTORS[name](text)][:10]
+    if kind == "check":
+        passed = templates.evaluate(policy.value, {**ctx, "text": text})
+        return [] if passed else [_violation(policy, "check", None, text)]
+    raise StepError(f"policy {policy.name}: {kind} rules need a model client, which this "
+                    "engine was not given", "unsupported")
+
+
+def check_policies(policies: list[Policy], text: str,
+                   ctx: Mapping[str, Any]) -> list[Violation]:
+    """Every violation of the given rules in `text`, in the order the rules are listed."""
+    return [v for policy in policies for v in _check(policy, text, ctx)]

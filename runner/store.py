@@ -1,0 +1,453 @@
+"""Durable state of runs, with SQLAlchemy Core: SQLite by default, PostgreSQL the same way.
+
+Tables: flow_versions (the exact flow text a run started with), runs (status and
+position), checkpoints (each finished step's output), effects (the effect ledger) and
+events (an append-only audit trail). A step commits its checkpoint, the run's new
+position, its effect row and its events in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+from runner.errors import StoreError
+
+DEFAULT_URL = "sqlite:///.runner/runner.db"
+LEASE_SECONDS = 60.0
+
+metadata = sa.MetaData()
+
+flow_versions = sa.Table(
+    "flow_versions", metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("git_commit", sa.String(64)),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+runs = sa.Table(
+    "runs", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("flow_name", sa.String(200), nullable=False, index=True),
+    sa.Column("flow_digest", sa.String(64), sa.ForeignKey("flow_versions.digest"),
+              nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, index=True),
+    sa.Column("position", sa.String(100), nullable=False),
+    sa.Column("failed_step", sa.String(100)),
+    sa.Column("reason", sa.Text),
+    sa.Column("error", sa.JSON),
+    sa.Column("input", sa.JSON, nullable=False),
+    sa.Column("steps_run", sa.Integer, nullable=False, default=0),
+    sa.Column("lease_owner", sa.String(200)),
+    sa.Column("lease_expires", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+checkpoints = sa.Table(
+    "checkpoints", metadata,
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("step_id", sa.String(100), nullable=False),
+    sa.Column("outcome", sa.String(40), nullable=False),
+    sa.Column("route", sa.String(100), nullable=False),
+    sa.Column("output", sa.JSON),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+effects = sa.Table(
+    "effects", metadata,
+    sa.Column("key", sa.String(500), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False, index=True),
+    sa.Column("step_id", sa.String(100), nullable=False),
+    sa.Column("tool", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("result", sa.JSON),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+)
+
+events = sa.Table(
+    "events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False, index=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("step_id", sa.String(100)),
+    sa.Column("data", sa.JSON),
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without their zone; every stored time is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@dataclass(frozen=True)
+class FlowVersion:
+    """The exact flow text a run uses."""
+
+    digest: str
+    name: str
+    path: str
+    text: str
+    git_commit: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as stored."""
+
+    id: str
+    flow_name: str
+    flow_digest: str
+    status: str
+    position: str
+    failed_step: str | None
+    reason: str | None
+    error: Any
+    input: Any
+    steps_run: int
+    lease_owner: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A finished step: its outcome, the route taken and its output."""
+
+    seq: int
+    step_id: str
+    outcome: str
+    route: str
+    output: Any
+    attempts: int
+    started_at: datetime
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a run's audit trail."""
+
+    kind: str
+    step_id: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    at: datetime = field(default_factory=now)
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A row of the effect ledger: status is started, done or failed."""
+
+    key: str
+    run_id: str
+    step_id: str
+    tool: str
+    status: str
+    result: Any
+
+
+@dataclass(frozen=True)
+class StepCommit:
+    """Everything one finished step writes, in one transaction."""
+
+    checkpoint: Checkpoint
+    position: str
+    status: str
+    events: Sequence[Event] = ()
+    effect: tuple[str, str, Any] | None = None  # (key, status, result)
+    failed_step: str | None = None
+    reason: str | None = None
+    error: Any = None
+
+
+def owner_id() -> str:
+    """Who holds a lease: host, process id and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class SqlStore:
+    """The run store on any SQLAlchemy database (SQLite and PostgreSQL are tested)."""
+
+    def __init__(self, url: str, *, durable: bool = True) -> None:
+        self.url = url
+        self.engine = _create_engine(url, durable=durable)
+        try:
+            metadata.create_all(self.engine)
+        except (OperationalError, ProgrammingError) as exc:
+            raise StoreError(f"cannot open the run store at {_safe_url(url)}: "
+                             f"{exc.orig}") from exc
+
+    @classmethod
+    def memory(cls) -> SqlStore:
+        """A store in memory, for tests and for trying flows out."""
+        return cls("sqlite://")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- flow versions and runs --------------------------------------------------------
+    def create_run(self, run_id: str, version: FlowVersion, input_value: Any,
+                   first_step: str, owner: str) -> None:
+        """Pin the flow version and create the run, already leased to `owner`."""
+        stamp = now()
+        with self.engine.begin() as conn:
+            known = conn.execute(sa.select(flow_versions.c.digest)
+                                 .where(flow_versions.c.digest == version.digest)).first()
+            if known is None:
+                conn.execute(flow_versions.insert().values(
+                    digest=version.digest, name=version.name, path=version.path,
+                    git_commit=version.git_commit, text=version.text, created_at=stamp))
+            conn.execute(runs.insert().values(
+                id=run_id, flow_name=version.name, flow_digest=version.digest,
+                status="running", position=first_step, input=input_value, steps_run=0,
+                lease_owner=owner, lease_expires=stamp + timedelta(seconds=LEASE_SECONDS),
+                created_at=stamp, updated_at=stamp))
+            _insert_events(conn, run_id, [Event("run_started", data={
+                "flow": version.name, "digest": version.digest,
+                "git_commit": version.git_commit})])
+
+    def flow_version(self, digest: str) -> FlowVersion:
+        with self.engine.connect() as conn:
+            row = conn.execute(flow_versions.select()
+                               .where(flow_versions.c.digest == digest)).first()
+        if row is None:
+            raise StoreError(f"flow version {digest[:12]} is not in the store")
+        return FlowVersion(row.digest, row.name, row.path, row.text, row.git_commit)
+
+    def run(self, run_id: str) -> RunRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(runs.select().where(runs.c.id == run_id)).first()
+            if row is None:
+                row = self._by_prefix(conn, run_id)
+        return _run_record(row)
+
+    def _by_prefix(self, conn: sa.Connection, prefix: str) -> Any:
+        rows = conn.execute(runs.select().where(runs.c.id.startswith(prefix, autoescape=True))
+                            .limit(2)).all()
+        if len(rows) == 1:
+            return rows[0]
+        raise StoreError(f"no run {prefix}" if not rows else f"run id {prefix} is ambiguous")
+
+    def list_runs(self, *, status: str | None = None, flow: str | None = None,
+                  limit: int = 50) -> list[RunRecord]:
+        query = runs.select().order_by(runs.c.created_at.desc(), runs.c.id).limit(limit)
+        if status:
+            query = query.where(runs.c.status == status)
+        if flow:
+            query = query.where(runs.c.flow_name == flow)
+        with self.engine.connect() as conn:
+            return [_run_record(row) for row in conn.execute(query)]
+
+    def claim(self, run_id: str, owner: str, *, statuses: Sequence[str] = ("running",),
+              reopen_at: str | None = None) -> RunRecord:
+        """Lease a run to `owner`. A lease held by a live process is respected; one whose
+        holder died (expired, or a dead process on this host) is taken over. With
+        `reopen_at`, a run in one of `statuses` is set running again at that step."""
+        record = self.run(run_id)
+        if record.status not in statuses:
+            raise StoreError(f"run {record.id} is {record.status}; cannot resume it here")
+        with self.engine.begin() as conn:
+            lease = conn.execute(sa.select(runs.c.lease_owner, runs.c.lease_expires)
+                                 .where(runs.c.id == record.id)).one()
+            if not _lease_free(lease.lease_owner, _aware(lease.lease_expires)):
+                raise StoreError(f"run {record.id} is being run by {lease.lease_owner}")
+            values: dict[str, Any] = {"lease_owner": owner, "updated_at": now(),
+                                      "lease_expires": now() + timedelta(seconds=LEASE_SECONDS)}
+            if reopen_at:
+                values.update(status="running", position=reopen_at, reason=None, error=None)
+            updated = conn.execute(runs.update().where(
+                runs.c.id == record.id, runs.c.status == record.status,
+                _same(runs.c.lease_owner, lease.lease_owner)).values(**values))
+            if updated.rowcount != 1:
+                raise StoreError(f"run {record.id} was claimed by another process")
+            _insert_events(conn, record.id, [Event("run_resumed", data={
+                "owner": owner, "from": reopen_at or record.position})])
+        return self.run(record.id)
+
+    def release(self, run_id: str, owner: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id, runs.c.lease_owner == owner)
+                         .values(lease_owner=None, lease_expires=None))
+
+    # -- steps -------------------------------------------------------------------------
+    def commit_step(self, run_id: str, owner: str, commit: StepCommit) -> None:
+        """Write a finished step in one transaction; fails if `owner` lost the lease."""
+        cp, stamp = commit.checkpoint, now()
+        with self.engine.begin() as conn:
+            updated = conn.execute(runs.update().where(
+                runs.c.id == run_id, runs.c.lease_owner == owner).values(
+                status=commit.status, position=commit.position, updated_at=stamp,
+                failed_step=commit.failed_step, reason=commit.reason, error=commit.error,
+                steps_run=runs.c.steps_run + 1,
+                lease_expires=stamp + timedelta(seconds=LEASE_SECONDS)))
+            if updated.rowcount != 1:
+                raise StoreError(f"run {run_id} is no longer leased to this process")
+            conn.execute(checkpoints.insert().values(
+                run_id=run_id, seq=cp.seq, step_id=cp.step_id, outcome=cp.outcome,
+                route=cp.route, output=cp.output, attempts=cp.attempts,
+                started_at=cp.started_at, finished_at=cp.finished_at))
+            if commit.effect:
+                key, status, result = commit.effect
+                conn.execute(effects.update().where(effects.c.key == key).values(
+                    status=status, result=result, finished_at=stamp))
+            _insert_events(conn, run_id, commit.events)
+
+    def checkpoints(self, run_id: str) -> list[Checkpoint]:
+        query = checkpoints.select().where(checkpoints.c.run_id == run_id) \
+            .order_by(checkpoints.c.seq)
+        with self.engine.connect() as conn:
+            return [Checkpoint(r.seq, r.step_id, r.outcome, r.route, r.output, r.attempts,
+                               _aware(r.started_at) or now(), _aware(r.finished_at) or now())
+                    for r in conn.execute(query)]
+
+    def events(self, run_id: str) -> list[Event]:
+        query = events.select().where(events.c.run_id == run_id).order_by(events.c.id)
+        with self.engine.connect() as conn:
+            return [Event(r.kind, r.step_id, r.data or {}, _aware(r.at) or now())
+                    for r in conn.execute(query)]
+
+    def add_events(self, run_id: str, batch: Sequence[Event]) -> None:
+        with self.engine.begin() as conn:
+            _insert_events(conn, run_id, batch)
+
+    # -- the effect ledger -------------------------------------------------------------
+    def effect(self, key: str) -> Effect | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(effects.select().where(effects.c.key == key)).first()
+        return None if row is None else Effect(row.key, row.run_id, row.step_id, row.tool,
+                                               row.status, row.result)
+
+    def start_effect(self, key: str, run_id: str, step_id: str, tool: str) -> Effect | None:
+        """Record that an effect is about to run, durably, before it runs. Returns the
+        existing row instead if the key is already in the ledger (then nothing is written),
+        or None after writing a new `started` row. A `failed` row is restarted."""
+        with self.engine.begin() as conn:
+            row = conn.execute(effects.select().where(effects.c.key == key)).first()
+            if row is not None and row.status != "failed":
+                return Effect(row.key, row.run_id, row.step_id, row.tool, row.status,
+                              row.result)
+            try:
+                if row is None:
+                    conn.execute(effects.insert().values(
+                        key=key, run_id=run_id, step_id=step_id, tool=tool,
+                        status="started", started_at=now()))
+                else:
+                    conn.execute(effects.update().where(effects.c.key == key).values(
+                        status="started", run_id=run_id, step_id=step_id, result=None,
+                        started_at=now(), finished_at=None))
+            except IntegrityError as exc:  # another process wrote the key first
+                raise StoreError(f"effect {key} was started by another process") from exc
+        return None
+
+
+def _insert_events(conn: sa.Connection, run_id: str, batch: Sequence[Event]) -> None:
+    if batch:
+        conn.execute(events.insert(), [
+            {"run_id": run_id, "at": e.at, "kind": e.kind, "step_id": e.step_id,
+             "data": dict(e.data)} for e in batch])
+
+
+def _same(column: Any, value: Any) -> Any:
+    return column.is_(None) if value is None else column == value
+
+
+def _lease_free(holder: str | None, expires: datetime | None) -> bool:
+    if holder is None or expires is None or expires < now():
+        return True
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True  # the holder died on this host: its lease is void
+    except PermissionError:
+        return False
+    return False
+
+
+def _run_record(row: Any) -> RunRecord:
+    return RunRecord(
+        id=row.id, flow_name=row.flow_name, flow_digest=row.flow_digest, status=row.status,
+        position=row.position, failed_step=row.failed_step, reason=row.reason,
+        error=row.error, input=row.input, steps_run=row.steps_run,
+        lease_owner=row.lease_owner, created_at=_aware(row.created_at) or now(),
+        updated_at=_aware(row.updated_at) or now(),
+    )
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(an invalid URL)"
+
+
+def _create_engine(url: str, *, durable: bool) -> sa.Engine:
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise StoreError(f"not a database URL: {url!r}") from exc
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(parsed, pool_pre_ping=True, json_serializer=_dumps)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, json_serializer=_dumps)
+    else:
+        engine = sa.create_engine(parsed, json_serializer=_dumps,
+                                  poolclass=sa.pool.StaticPool,
+                                  connect_args={"check_same_thread": False})
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # transactions are begun below, explicitly
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before it returns, so a checkpoint survives power loss.
+        cursor.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        # Take the write lock up front: a deferred transaction that reads, then writes,
+        # can fail at once with "database is locked" when another process writes too.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def store_url(given: str | None) -> str:
+    """The database URL: `--db`, else RUNNER_DB, else `.runner/runner.db` here."""
+    return given or os.environ.get("RUNNER_DB") or DEFAULT_URL
+
