@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 from runner.errors import FlowError, UsageError
@@ -63,7 +64,7 @@ def _store(args: argparse.Namespace) -> Any:
 
 def _read_input(source: str) -> Any:
     try:
-        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read input {source}: {exc.strerror}") from exc
     try:

@@ -236,12 +236,15 @@ class _Checker:
         exits = _can_exit(self.flow)
         reported: set[str] = set()
         for step in self.flow.steps:
-            if step.id in exits or step.id in reported or step.id not in reached:
+            if step.id in exits or step.id not in reached:
                 continue
             loop = _loop_of(self.flow, step.id, exits)
+            if reported & set(loop):
+                continue
             reported |= set(loop)
             shown = " -> ".join(f"`{s}`" for s in [*loop, loop[0]])
-            self.add((*step.path, "id"), f"loop {shown} has no way out: none of its steps "
+            first = min((self.flow.step(s) for s in loop), key=lambda s: s.index)
+            self.add((*first.path, "id"), f"loop {shown} has no way out: none of its steps "
                      "leads to an ending except by failing")
 
     # -- schemas, tools, models ---------------------------------------------------------
@@ -254,8 +257,8 @@ class _Checker:
             if isinstance(step, LlmStep) and step.output_schema is not None:
                 found.append(((*step.path, "llm", "output"), step.output_schema))
         for path, schema in found:
-            for message in schema_problems(schema):
-                self.add(path, message)
+            for inner, message in schema_problems(schema):
+                self.add((*path, *inner), message)
 
     def tools(self) -> None:
         for tool in self.flow.tools.values():
@@ -331,8 +334,9 @@ class _Checker:
                      f"{_suggest(step.tool, self.flow.tools)}")
         for path, value in _strings(step.args, (*step.path, "args")):
             self.template(path, value, STEP_ROOTS, step=step)
-        if tool is not None and isinstance(tool.input_schema, dict):
-            self.args_fit(step, tool.input_schema)
+        schema = tool.input_schema if tool is not None else None
+        if isinstance(schema, dict) and not schema_problems(schema):
+            self.args_fit(step, schema)
 
     def args_fit(self, step: ToolStep, schema: dict[str, Any]) -> None:
         """Arguments the tool's input schema requires or forbids, known before any run."""
@@ -352,6 +356,10 @@ class _Checker:
                  step: Step | None = None, expression: bool = False) -> None:
         if not expression and not templates.is_template(text):
             return
+        if expression and text.strip().startswith("{{ {{"):
+            self.add(path, "a condition is a bare jinja expression: write it without "
+                     "`{{ }}`")
+            return
         try:
             tree = templates.parse(text)
         except templates.TemplateSyntaxError as exc:
@@ -365,6 +373,9 @@ class _Checker:
 
     def reference(self, ref: templates.Reference, roots: tuple[str, ...],
                   step: Step | None) -> str | None:
+        if ref.root == "secret" and "secret" not in roots:
+            return "secrets cannot be read here: this value is stored or shown, and a " \
+                   "secret never is"
         if ref.root not in roots:
             listed = ", ".join(roots)
             return f"unknown name `{ref.root}`: templates here read {listed}" \

@@ -77,7 +77,8 @@ class Engine:
                  max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> None:
         self.store = store
         self.clock = clock or SystemClock()
-        self.environ = os.environ if environ is None else environ
+        # A snapshot: templates read `env.X` and `secret.X` from it on every step.
+        self.environ = _Env(os.environ if environ is None else environ)
         self.http_transport = http_transport
         self.rng = rng or random.Random()
         self.max_input_bytes = max_input_bytes
@@ -94,12 +95,13 @@ class Engine:
         digest = compiled.flow.digest
         if digest not in self._versions:
             self._versions[digest] = flow_version(compiled)
-        version = self._versions[digest]
         self._flows.setdefault(digest, compiled)
         owner = owner_id()
         run_id = run_id or new_run_id()
-        self.store.create_run(run_id, version, input_value, compiled.first, owner)
-        return self._drive(run_id, owner)
+        self.store.create_run(run_id, self._versions[digest], input_value, compiled.first,
+                              owner)
+        state = _RunState(run_id, compiled.flow.name, input_value, {}, 0)
+        return self._drive(compiled, state, compiled.first, owner)
 
     def resume(self, run_id: str, *, from_step: str | None = None) -> RunResult:
         """Continue a run that was interrupted (running) or failed (dead letter), at the
@@ -118,8 +120,15 @@ class Engine:
         else:
             raise StoreError(f"run {record.id} is {record.status}; there is nothing to resume")
         owner = owner_id()
-        self.store.claim(record.id, owner, statuses=(record.status,), reopen_at=reopen)
-        return self._drive(record.id, owner)
+        record = self.store.claim(record.id, owner, statuses=(record.status,),
+                                  reopen_at=reopen)
+        done = self.store.checkpoints(record.id)
+        state = _RunState(
+            run_id=record.id, flow=compiled.flow.name, input=record.input,
+            outputs={c.step_id: c.output for c in done if c.outcome != "error"},
+            seq=max((c.seq for c in done), default=0),
+        )
+        return self._drive(compiled, state, record.position, owner)
 
     def flow(self, digest: str) -> CompiledFlow:
         """The compiled flow a run pinned, by its digest."""
@@ -129,26 +138,22 @@ class Engine:
         return self._flows[digest]
 
     # -- the loop ----------------------------------------------------------------------
-    def _drive(self, run_id: str, owner: str) -> RunResult:
-        record = self.store.run(run_id)
-        compiled = self.flow(record.flow_digest)
-        done = self.store.checkpoints(run_id)
-        state = _RunState(
-            run_id=record.id, flow=compiled.flow.name, input=record.input,
-            outputs={c.step_id: c.output for c in done if c.outcome != "error"},
-            seq=max((c.seq for c in done), default=0),
-        )
-        position = machine_position(compiled, record.position)
+    def _drive(self, compiled: CompiledFlow, state: _RunState, at: str,
+               owner: str) -> RunResult:
+        position = machine_position(compiled, at)
+        commit: StepCommit | None = None
         try:
             while position.state not in ENDINGS:
-                self._advance(compiled, position, state, owner)
+                commit = self._advance(compiled, position, state, owner)
         finally:
-            self.store.release(run_id, owner)
-        final = self.store.run(run_id)
-        return RunResult(final.id, final.status, final.position, final.reason, final.error)
+            if commit is None or commit.status == "running":  # stopped early: let go
+                self.store.release(state.run_id, owner)
+        assert commit is not None
+        return RunResult(state.run_id, commit.status, commit.position, commit.reason,
+                         commit.error)
 
     def _advance(self, compiled: CompiledFlow, position: Any, state: _RunState,
-                 owner: str) -> None:
+                 owner: str) -> StepCommit:
         step = compiled.flow.step(position.state)
         started = now()
         result = self._run_step(compiled, step, state)
@@ -172,6 +177,7 @@ class Engine:
         self.store.commit_step(state.run_id, owner, commit)
         if result.outcome != "error":
             state.outputs[step.id] = output
+        return commit
 
     def _run_step(self, compiled: CompiledFlow, step: Step, state: _RunState) -> StepResult:
         try:
@@ -198,8 +204,8 @@ class Engine:
             "input": state.input,
             "steps": {sid: {"output": out} for sid, out in state.outputs.items()},
             "run": {"id": state.run_id, "flow": state.flow},
-            "env": _Env(self.environ),
-            "secret": _Env(self.environ),
+            "env": self.environ,
+            "secret": self.environ,
         }
 
     # -- tool steps --------------------------------------------------------------------

@@ -68,13 +68,15 @@ def instance_problems(schema: Any, instance: Any) -> list[str]:
     return [f"{_spell(tuple(e.absolute_path))}: {_message(e)[1]}" for e in errors]
 
 
-def schema_problems(schema: Any) -> list[str]:
-    """Why `schema` is not a valid JSON Schema (draft 2020-12), as text; empty if valid."""
+def schema_problems(schema: Any) -> list[tuple[Path_, str]]:
+    """Why `schema` is not a valid JSON Schema (draft 2020-12): (where inside it, what);
+    empty if valid."""
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
-        where = _spell(tuple(exc.absolute_path))
-        return [f"not a valid JSON Schema: at {where}: {exc.message}"]
+        inner = exc.context and _best_context(exc)
+        found = inner or exc
+        return [(tuple(found.absolute_path), f"not a valid JSON Schema: {found.message}")]
     return []
 
 
@@ -82,10 +84,26 @@ def _spell(path: Path_) -> str:
     return spell_path(path).replace("(top level)", "(the value)")
 
 
+# Keywords whose generic wording helps nobody: a schema's `x-message` replaces it.
+_OPAQUE = {"pattern", "not", "anyOf", "oneOf"}
+
+
 def _translate(document: Document, error: ValidationError) -> Iterable[Problem]:
     path: Path_ = tuple(error.absolute_path)
+    schema_path = list(error.schema_path)
+    if "propertyNames" in schema_path:  # the offending name is the key itself
+        path, on_key, message = (*path, error.instance), True, _message(error)[1]
+        yield document.problem(path, message, key=on_key)
+        return
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         yield from _unknown_keys(document, path, error)
+        return
+    if "dependentSchemas" in schema_path:  # point at the key that brought the rule
+        trigger = schema_path[schema_path.index("dependentSchemas") + 1]
+        yield document.problem((*path, trigger), _message(error)[1], key=True)
+        return
+    if error.validator == "dependentRequired":
+        yield document.problem((*path, _dependent_key(error)), _message(error)[1], key=True)
         return
     if error.validator in ("oneOf", "anyOf") and "x-message" not in error.schema:
         sub = _kind_problem(error) or _best_context(error)
@@ -102,7 +120,7 @@ def _translate(document: Document, error: ValidationError) -> Iterable[Problem]:
 def _unknown_keys(document: Document, path: Path_, error: ValidationError) -> Iterable[Problem]:
     known = list(error.schema.get("properties", {}))
     for key in sorted(set(error.instance) - set(known)):
-        close = difflib.get_close_matches(key, known, n=1)
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
         hint = f"; did you mean `{close[0]}`?" if close else f"; allowed here: {', '.join(known)}"
         yield document.problem((*path, key), f"unknown key `{key}`{hint}", key=True)
 
@@ -123,14 +141,16 @@ def _kind_problem(error: ValidationError) -> str | None:
 
 
 def _best_context(error: ValidationError) -> ValidationError | None:
+    """The error of the alternative that came closest: the one that got deepest into
+    the value (a list of detectors fails at its bad item, not at "not a string")."""
     if not error.context:
         return None
-    return jsonschema.exceptions.best_match(error.context)
+    return max(error.context, key=lambda e: (len(e.absolute_path), e.validator != "type"))
 
 
 def _message(error: ValidationError) -> tuple[bool, str]:
     """(whether to point at the key rather than the value, the message)."""
-    if "x-message" in error.schema:
+    if "x-message" in error.schema and error.validator in _OPAQUE:
         return False, str(error.schema["x-message"]).format(value=_show(error.instance))
     kind, value, schema = error.validator, error.validator_value, error.schema
     if kind == "required":
@@ -174,7 +194,8 @@ def _bounds_message(kind: str, value: Any, instance: Any, schema: dict[str, Any]
 
 def _enum_message(instance: Any, allowed: list[Any]) -> str:
     shown = ", ".join(str(a) for a in allowed)
-    close = difflib.get_close_matches(str(instance), [str(a) for a in allowed], n=1)
+    by_case = [str(a) for a in allowed if str(a).lower() == str(instance).lower()]
+    close = by_case or difflib.get_close_matches(str(instance), [str(a) for a in allowed], n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
     return f"must be one of {shown}; found {_show(instance)}{hint}"
 

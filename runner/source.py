@@ -106,7 +106,7 @@ def load_text(text: str, name: str) -> Document:
     try:
         root = _Builder(name).build(text)
     except yaml.MarkedYAMLError as exc:
-        raise FlowError([_yaml_problem(name, exc)]) from exc
+        raise FlowError([_yaml_problem(name, text, exc)]) from exc
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
@@ -116,17 +116,24 @@ def load_text(text: str, name: str) -> Document:
         raise FlowError([Problem(name, 1, 1, "(file)", f"invalid YAML: {exc}")]) from exc
     if root is None:
         raise FlowError([Problem(name, 1, 1, "(top level)", "the file is empty")])
-    converter = _Converter(name)
+    converter = _Converter(name, text)
     data = converter.convert(root, (), 0)
     if converter.problems:
         raise FlowError(converter.problems)
     return Document(name, text, data, converter.keys, converter.values)
 
 
-def _yaml_problem(name: str, exc: yaml.MarkedYAMLError) -> Problem:
+def _yaml_problem(name: str, text: str, exc: yaml.MarkedYAMLError) -> Problem:
     mark = exc.problem_mark or exc.context_mark
-    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     what = " ".join(part for part in (exc.context, exc.problem) if part)
+    if exc.problem and "end of stream" in exc.problem and exc.context_mark:
+        # "found unexpected end of stream" points past the file; where it began helps.
+        mark = exc.context_mark
+        what = f"{(exc.context or 'this').removeprefix('while scanning ')} that starts " \
+               "here never ends (a missing closing quote or bracket?)"
+    elif mark is not None and text[mark.index:mark.index + 1] == "\t":
+        what = "a tab character: YAML is indented with spaces"
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     return Problem(name, line, col, "(file)", f"invalid YAML: {what}")
 
 
@@ -151,7 +158,14 @@ class _Builder:
     def build(self, text: str) -> _Node | None:
         roots: list[_Node] = []
         stack: list[tuple[_Node, str | None]] = []
+        count = 0
         for event in self._events(text):
+            if isinstance(event, yaml.DocumentStartEvent) and roots:
+                self._fail(event.start_mark, "a flow file holds one YAML document; found more")
+            count += 1
+            if count > MAX_VALUES * 2:  # events: about two per value
+                self._fail(event.start_mark, f"the document has more than {MAX_VALUES:,} "
+                           "values")
             node = self._node_for(event, stack)
             if node is None:
                 continue
@@ -218,8 +232,9 @@ def _describe(value: Any) -> str:
 class _Converter:
     """Turns the node tree into plain data, recording locations and collecting problems."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, text: str) -> None:
         self.name = name
+        self.text = text
         self.keys: dict[Path_, Location] = {}
         self.values: dict[Path_, Location] = {}
         self.problems: list[Problem] = []
@@ -230,8 +245,8 @@ class _Converter:
         if self.count > MAX_VALUES or depth > MAX_DEPTH:
             limit = f"more than {MAX_VALUES:,} values" if depth <= MAX_DEPTH else (
                 f"deeper than {MAX_DEPTH} levels")
-            problem = Problem(self.name, 1, 1, "(file)",
-                              f"the document expands to {limit} (through aliases?)")
+            problem = Problem(self.name, node.mark.line + 1, node.mark.column + 1, "(file)",
+                              f"aliases expand the document to {limit}")
             raise FlowError([problem])
         self.values.setdefault(path, Location(node.mark.line + 1, node.mark.column + 1))
         if node.tag not in (None, "!", _STR_TAG):
@@ -264,6 +279,10 @@ class _Converter:
         return result
 
     def _key(self, node: _Node, path: Path_) -> str | None:
+        if node.kind == "map" and self.text[node.mark.index - 1: node.mark.index] == "{":
+            self._problem(node, path, "a `{{ ... }}` template must be quoted in YAML: "
+                          "write it as \"{{ ... }}\"")
+            return None
         if node.kind != "scalar":
             self._problem(node, path, "a key must be text, not a list or mapping")
             return None

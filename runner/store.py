@@ -8,11 +8,13 @@ position, its effect row and its events in one transaction.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -195,11 +197,27 @@ class SqlStore:
     def __init__(self, url: str, *, durable: bool = True) -> None:
         self.url = url
         self.engine = _create_engine(url, durable=durable)
+        # An in-memory database is one connection shared by all threads: take turns.
+        memory = self.engine.pool.__class__ is sa.pool.StaticPool
+        self._lock: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if memory else contextlib.nullcontext())
+        # Flow versions are immutable once stored: no need to look for them again.
+        self._stored_versions: set[str] = set()
         try:
             metadata.create_all(self.engine)
         except (OperationalError, ProgrammingError) as exc:
             raise StoreError(f"cannot open the run store at {_safe_url(url)}: "
                              f"{exc.orig}") from exc
+
+    @contextlib.contextmanager
+    def _begin(self) -> Iterator[sa.Connection]:
+        with self._lock, self.engine.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sa.Connection]:
+        with self._lock, self.engine.connect() as conn:
+            yield conn
 
     @classmethod
     def memory(cls) -> SqlStore:
@@ -214,24 +232,27 @@ class SqlStore:
                    first_step: str, owner: str) -> None:
         """Pin the flow version and create the run, already leased to `owner`."""
         stamp = now()
-        with self.engine.begin() as conn:
-            known = conn.execute(sa.select(flow_versions.c.digest)
-                                 .where(flow_versions.c.digest == version.digest)).first()
-            if known is None:
-                conn.execute(flow_versions.insert().values(
-                    digest=version.digest, name=version.name, path=version.path,
-                    git_commit=version.git_commit, text=version.text, created_at=stamp))
-            conn.execute(runs.insert().values(
-                id=run_id, flow_name=version.name, flow_digest=version.digest,
-                status="running", position=first_step, input=input_value, steps_run=0,
-                lease_owner=owner, lease_expires=stamp + timedelta(seconds=LEASE_SECONDS),
-                created_at=stamp, updated_at=stamp))
+        with self._begin() as conn:
+            if version.digest not in self._stored_versions:
+                known = conn.execute(sa.select(flow_versions.c.digest)
+                                     .where(flow_versions.c.digest == version.digest)).first()
+                if known is None:
+                    conn.execute(flow_versions.insert().values(
+                        digest=version.digest, name=version.name, path=version.path,
+                        git_commit=version.git_commit, text=version.text, created_at=stamp))
+            conn.execute(_INSERT_RUN, {
+                "id": run_id, "flow_name": version.name, "flow_digest": version.digest,
+                "status": "running", "position": first_step, "input": input_value,
+                "steps_run": 0, "lease_owner": owner,
+                "lease_expires": stamp + timedelta(seconds=LEASE_SECONDS),
+                "created_at": stamp, "updated_at": stamp, "failed_step": None,
+                "reason": None, "error": None})
             _insert_events(conn, run_id, [Event("run_started", data={
                 "flow": version.name, "digest": version.digest,
                 "git_commit": version.git_commit})])
 
     def flow_version(self, digest: str) -> FlowVersion:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(flow_versions.select()
                                .where(flow_versions.c.digest == digest)).first()
         if row is None:
@@ -239,7 +260,7 @@ class SqlStore:
         return FlowVersion(row.digest, row.name, row.path, row.text, row.git_commit)
 
     def run(self, run_id: str) -> RunRecord:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(runs.select().where(runs.c.id == run_id)).first()
             if row is None:
                 row = self._by_prefix(conn, run_id)
@@ -259,7 +280,7 @@ class SqlStore:
             query = query.where(runs.c.status == status)
         if flow:
             query = query.where(runs.c.flow_name == flow)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [_run_record(row) for row in conn.execute(query)]
 
     def claim(self, run_id: str, owner: str, *, statuses: Sequence[str] = ("running",),
@@ -270,7 +291,7 @@ class SqlStore:
         record = self.run(run_id)
         if record.status not in statuses:
             raise StoreError(f"run {record.id} is {record.status}; cannot resume it here")
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             lease = conn.execute(sa.select(runs.c.lease_owner, runs.c.lease_expires)
                                  .where(runs.c.id == record.id)).one()
             if not _lease_free(lease.lease_owner, _aware(lease.lease_expires)):
@@ -289,54 +310,57 @@ class SqlStore:
         return self.run(record.id)
 
     def release(self, run_id: str, owner: str) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(runs.update().where(runs.c.id == run_id, runs.c.lease_owner == owner)
                          .values(lease_owner=None, lease_expires=None))
 
     # -- steps -------------------------------------------------------------------------
     def commit_step(self, run_id: str, owner: str, commit: StepCommit) -> None:
-        """Write a finished step in one transaction; fails if `owner` lost the lease."""
+        """Write a finished step in one transaction; fails if `owner` lost the lease.
+        A step that ends the run also gives the lease up."""
         cp, stamp = commit.checkpoint, now()
-        with self.engine.begin() as conn:
-            updated = conn.execute(runs.update().where(
-                runs.c.id == run_id, runs.c.lease_owner == owner).values(
-                status=commit.status, position=commit.position, updated_at=stamp,
-                failed_step=commit.failed_step, reason=commit.reason, error=commit.error,
-                steps_run=runs.c.steps_run + 1,
-                lease_expires=stamp + timedelta(seconds=LEASE_SECONDS)))
+        ending = commit.status != "running"
+        with self._begin() as conn:
+            updated = conn.execute(_ADVANCE_RUN, {
+                "rid": run_id, "owner": owner, "new_owner": None if ending else owner,
+                "status": commit.status,
+                "position": commit.position, "updated_at": stamp,
+                "failed_step": commit.failed_step, "reason": commit.reason,
+                "error": commit.error,
+                "lease_expires": None if ending else stamp + timedelta(seconds=LEASE_SECONDS)})
             if updated.rowcount != 1:
                 raise StoreError(f"run {run_id} is no longer leased to this process")
-            conn.execute(checkpoints.insert().values(
-                run_id=run_id, seq=cp.seq, step_id=cp.step_id, outcome=cp.outcome,
-                route=cp.route, output=cp.output, attempts=cp.attempts,
-                started_at=cp.started_at, finished_at=cp.finished_at))
+            conn.execute(_INSERT_CHECKPOINT, {
+                "run_id": run_id, "seq": cp.seq, "step_id": cp.step_id, "outcome": cp.outcome,
+                "route": cp.route, "output": cp.output, "attempts": cp.attempts,
+                "started_at": cp.started_at, "finished_at": cp.finished_at})
             if commit.effect:
                 key, status, result = commit.effect
-                conn.execute(effects.update().where(effects.c.key == key).values(
-                    status=status, result=result, finished_at=stamp))
+                conn.execute(_FINISH_EFFECT, {"k": key, "status": status, "result": result,
+                                              "finished_at": stamp})
             _insert_events(conn, run_id, commit.events)
 
     def checkpoints(self, run_id: str) -> list[Checkpoint]:
         query = checkpoints.select().where(checkpoints.c.run_id == run_id) \
             .order_by(checkpoints.c.seq)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [Checkpoint(r.seq, r.step_id, r.outcome, r.route, r.output, r.attempts,
                                _aware(r.started_at) or now(), _aware(r.finished_at) or now())
                     for r in conn.execute(query)]
 
     def events(self, run_id: str) -> list[Event]:
         query = events.select().where(events.c.run_id == run_id).order_by(events.c.id)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [Event(r.kind, r.step_id, r.data or {}, _aware(r.at) or now())
                     for r in conn.execute(query)]
 
     def add_events(self, run_id: str, batch: Sequence[Event]) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             _insert_events(conn, run_id, batch)
 
     # -- the effect ledger -------------------------------------------------------------
     def effect(self, key: str) -> Effect | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(effects.select().where(effects.c.key == key)).first()
         return None if row is None else Effect(row.key, row.run_id, row.step_id, row.tool,
                                                row.status, row.result)
@@ -345,7 +369,7 @@ class SqlStore:
         """Record that an effect is about to run, durably, before it runs. Returns the
         existing row instead if the key is already in the ledger (then nothing is written),
         or None after writing a new `started` row. A `failed` row is restarted."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             row = conn.execute(effects.select().where(effects.c.key == key)).first()
             if row is not None and row.status != "failed":
                 return Effect(row.key, row.run_id, row.step_id, row.tool, row.status,
@@ -364,9 +388,25 @@ class SqlStore:
         return None
 
 
+# Statements built once: building them per step costs more than running them.
+_ADVANCE_RUN = runs.update().where(
+    runs.c.id == sa.bindparam("rid"), runs.c.lease_owner == sa.bindparam("owner")).values(
+    status=sa.bindparam("status"), position=sa.bindparam("position"),
+    updated_at=sa.bindparam("updated_at"), failed_step=sa.bindparam("failed_step"),
+    reason=sa.bindparam("reason"), error=sa.bindparam("error", type_=sa.JSON),
+    steps_run=runs.c.steps_run + 1, lease_owner=sa.bindparam("new_owner"),
+    lease_expires=sa.bindparam("lease_expires"))
+_INSERT_RUN = runs.insert()
+_INSERT_CHECKPOINT = checkpoints.insert()
+_FINISH_EFFECT = effects.update().where(effects.c.key == sa.bindparam("k")).values(
+    status=sa.bindparam("status"), result=sa.bindparam("result", type_=sa.JSON),
+    finished_at=sa.bindparam("finished_at"))
+_INSERT_EVENTS = events.insert()
+
+
 def _insert_events(conn: sa.Connection, run_id: str, batch: Sequence[Event]) -> None:
     if batch:
-        conn.execute(events.insert(), [
+        conn.execute(_INSERT_EVENTS, [
             {"run_id": run_id, "at": e.at, "kind": e.kind, "step_id": e.step_id,
              "data": dict(e.data)} for e in batch])
 

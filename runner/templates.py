@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,17 +98,28 @@ def _walk(node: nodes.Node) -> Iterator[Reference]:
         yield from _walk(child)
 
 
+@functools.lru_cache(maxsize=4096)
+def _compiled(text: str) -> Callable[..., Any]:
+    """A template compiled once: an expression for `{{ expr }}` alone, else a template.
+    Compiling costs milliseconds; flows render the same few texts over and over."""
+    single = _SINGLE.match(text.strip())
+    if single:
+        return environment().compile_expression(single["expr"], undefined_to_none=False)
+    return environment().from_string(text).render
+
+
+@functools.lru_cache(maxsize=4096)
+def _expression(text: str) -> Callable[..., Any]:
+    return environment().compile_expression(text, undefined_to_none=False)
+
+
 def render(text: str, context: Mapping[str, Any]) -> Any:
     """Render one template string. `{{ expr }}` alone gives the expression's value."""
     try:
-        single = _SINGLE.match(text.strip())
-        if single:
-            value = environment().compile_expression(single["expr"],
-                                                     undefined_to_none=False)(**context)
-            if isinstance(value, jinja2.Undefined):
-                str(value)  # raises UndefinedError with jinja's own message
-            return value
-        return environment().from_string(text).render(**context)
+        value = _compiled(text)(**context)
+        if isinstance(value, jinja2.Undefined):
+            str(value)  # raises UndefinedError with jinja's own message
+        return value
     except jinja2.TemplateError as exc:
         raise StepError(f"template {text!r} failed: {exc}", "template") from exc
 
@@ -127,7 +138,7 @@ def render_tree(value: Any, context: Mapping[str, Any]) -> Any:
 def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
     """Evaluate a bare jinja expression (a switch condition, a policy check)."""
     try:
-        value = environment().compile_expression(expression, undefined_to_none=False)(**context)
+        value = _expression(expression)(**context)
         if isinstance(value, jinja2.Undefined):
             str(value)
         return value

@@ -62,8 +62,8 @@ def locate_python_target(flow_file: Path, target: str) -> tuple[Path | None, str
         for candidate in (root / relative.with_suffix(".py"), root / relative / "__init__.py"):
             if candidate.is_file():
                 return candidate, _defines(candidate, name, module)
-    where = ", ".join(str(r) for r in search_roots(flow_file)[:3])
-    return None, f"cannot find module `{module}` (looked in {where})"
+    return None, (f"cannot find module `{module}`: no {relative}.py beside the flow or "
+                  "in a folder above it, up to the repository root")
 
 
 def _defines(file: Path, name: str, module: str) -> str | None:
@@ -97,6 +97,9 @@ class PythonTool:
         self.tool = tool
         self.flow_file = flow_file
         self._function: Callable[..., Any] | None = None
+        # Calls run on pooled threads so the timeout holds without a thread per call.
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=8, thread_name_prefix=f"tool-{tool.name}")
 
     def function(self) -> Callable[..., Any]:
         """Import the target once (imports are process-wide, so under a lock)."""
@@ -115,9 +118,8 @@ class PythonTool:
         kwargs = dict(call.args)
         if call.idempotency_key is not None and _accepts(function, "idempotency_key"):
             kwargs["idempotency_key"] = call.idempotency_key
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         try:
-            return pool.submit(function, **kwargs).result(timeout=call.timeout_seconds)
+            return self._pool.submit(function, **kwargs).result(timeout=call.timeout_seconds)
         except concurrent.futures.TimeoutError as exc:
             raise ToolError(f"no result after {call.timeout_seconds:g}s", "timeout",
                             maybe_sent=True) from exc
@@ -129,8 +131,6 @@ class PythonTool:
             raise ToolError(f"connection failed: {exc}", "connection") from exc
         except Exception as exc:
             raise ToolError(f"{type(exc).__name__}: {exc}", "exception") from exc
-        finally:
-            pool.shutdown(wait=False)
 
 
 def _accepts(function: Callable[..., Any], name: str) -> bool:
