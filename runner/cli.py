@@ -11,9 +11,7 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
@@ -52,6 +50,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
 
 def _internal_error() -> int:
+    import tempfile
+    import traceback
+
     with tempfile.NamedTemporaryFile("w", prefix="runner-crash-", suffix=".txt",
                                      delete=False) as report:
         traceback.print_exc(file=report)

@@ -28,9 +28,9 @@ from runner.model import (
     ToolStep,
 )
 from runner.policies import DETECTORS as policy_detectors
+from runner.python_target import locate_python_target
 from runner.schema import schema_problems
 from runner.source import Path_
-from runner.tools import locate_python_target
 
 STEP_ROOTS = ("input", "steps", "run", "env", "secret")
 TOOL_ROOTS = ("args", "input", "run", "env", "secret")

@@ -172,7 +172,7 @@ class Engine:
             if result.effect else None,
             failed_step=step.id if dest in ("dead_letter", "human_review") else None,
             reason=redact(_reason(step, result, dest)),
-            error=redact(result.error) if dest == "dead_letter" else None,
+            error=redact(result.error) if dest in ("dead_letter", "human_review") else None,
         )
         self.store.commit_step(state.run_id, owner, commit)
         if result.outcome != "error":
@@ -187,9 +187,9 @@ class Engine:
                                 "unsupported")
             return runner(self, compiled, step, state)
         except RetriesExhaustedError as exc:
-            return _failure(exc, exc.attempts)
+            return _failure(step, exc, exc.attempts)
         except StepError as exc:
-            return _failure(exc, [Attempt(1, exc.kind, str(exc), None)])
+            return _failure(step, exc, [Attempt(1, exc.kind, str(exc), None)])
 
     def redactor(self, compiled: CompiledFlow) -> Callable[[Any], Any]:
         """Removes the flow's secrets from anything about to be stored."""
@@ -268,7 +268,7 @@ class Engine:
         except RetriesExhaustedError as exc:
             if isinstance(exc.last, ToolError) and exc.last.maybe_sent and not tool.idempotent:
                 return _in_doubt(step, key, str(exc.last), _attempt_events(step, exc.attempts))
-            result = _failure(exc, exc.attempts)
+            result = _failure(step, exc, exc.attempts)
             result.effect = (key, "failed", {"error": str(exc)})
             return result
         events = _attempt_events(step, attempts)
@@ -334,11 +334,13 @@ def _render_request(tool: Tool, ctx: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
-def _failure(exc: StepError, attempts: list[Attempt]) -> StepResult:
+def _failure(step: Step, exc: StepError, attempts: list[Attempt]) -> StepResult:
+    """The error outcome, carrying every attempt's error (each also an event)."""
     error = {"kind": exc.kind, "message": str(exc),
              "attempts": [{"number": a.number, "kind": a.kind, "message": a.message,
                            "wait_seconds": a.wait_seconds} for a in attempts]}
-    return StepResult("error", None, max(len(attempts), 1), [], error=error)
+    return StepResult("error", None, max(len(attempts), 1), _attempt_events(step, attempts),
+                      error=error)
 
 
 def _in_doubt(step: Step, key: str, why: str, events: list[Event] | None = None) -> StepResult:

@@ -73,6 +73,7 @@ class Retrier:
     def call(self, function: Callable[[], T]) -> T:
         attempts: list[Attempt] = []
         started = self.clock.monotonic()
+        self._planned: dict[int, float] = {}
         retrying = tenacity.Retrying(
             stop=self._stop(started),
             wait=self._wait,
@@ -104,6 +105,13 @@ class Retrier:
         return stop
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
+        """The wait after this attempt, drawn once: the deadline check and the sleep
+        must see the same jittered value."""
+        if state.attempt_number not in self._planned:
+            self._planned[state.attempt_number] = self._draw_wait(state)
+        return self._planned[state.attempt_number]
+
+    def _draw_wait(self, state: tenacity.RetryCallState) -> float:
         policy = self.policy
         wait = policy.interval_seconds * policy.backoff_rate ** (state.attempt_number - 1)
         wait = min(wait, policy.max_interval_seconds)
