@@ -22,8 +22,13 @@ def add_run_commands(commands: Any) -> None:
     """Add run, resume, runs and show to the `runner` parser."""
     run = commands.add_parser("run", help="run a flow on one input")
     run.add_argument("flow", metavar="FLOW")
-    run.add_argument("--input", metavar="FILE", required=True,
-                     help="JSON file with the run input, or - for standard input")
+    source = run.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", metavar="FILE",
+                        help="JSON file with the run input, or - for standard input")
+    source.add_argument("--inputs", metavar="FILE",
+                        help="JSON-lines file: one run per line")
+    run.add_argument("--concurrency", type=int, default=4, metavar="N",
+                     help="with --inputs: runs at a time (default 4)")
     run.add_argument("--max-input-bytes", type=int, metavar="N",
                      help="refuse larger input (default 1 MiB, or RUNNER_MAX_INPUT_BYTES)")
     _common(run)
@@ -77,7 +82,6 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from runner.engine import DEFAULT_MAX_INPUT_BYTES, Engine
     from runner.flows import load_flow
 
-    value = _read_input(args.input)
     try:
         compiled = load_flow(args.flow)
     except FlowError as exc:
@@ -88,8 +92,62 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                                                        DEFAULT_MAX_INPUT_BYTES))
     started = time.perf_counter()
     engine = Engine(_store(args), max_input_bytes=limit)
-    result = engine.start(compiled, value)
+    if args.inputs:
+        return _batch(engine, compiled, args, out)
+    result = engine.start(compiled, _read_input(args.input))
     return _outcome(result, time.perf_counter() - started, args.format, out)
+
+
+def _batch(engine: Any, compiled: Any, args: argparse.Namespace, out: TextIO) -> int:
+    from runner.batch import read_lines, run_batch
+
+    inputs = list(read_lines(args.inputs))
+    started = time.perf_counter()
+    progress = _Progress(len(inputs)) if sys.stderr.isatty() and args.format == "text" \
+        else None
+
+    def done(item: Any) -> None:
+        if args.format == "text":
+            where = f" at {item.at}" if item.at else ""
+            why = f": {_short(item.reason, 100)}" if item.reason else ""
+            print(f"line {item.line}: {item.run_id or '-'} {item.status}{where}{why}",
+                  file=out, flush=True)
+        if progress:
+            progress.advance()
+
+    items = run_batch(engine, compiled, inputs, args.concurrency, done)
+    if progress:
+        progress.stop()
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.status] = counts.get(item.status, 0) + 1
+    if args.format == "json":
+        json.dump([item.__dict__ for item in items], out, indent=2)
+        out.write("\n")
+    else:
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        print(f"{len(items)} runs: {summary} ({time.perf_counter() - started:.1f} s)",
+              file=out)
+    if any(s in counts for s in ("failed", "refused", "error", "rejected")):
+        return EXIT_FAILED
+    return EXIT_ESCALATED if "escalated" in counts else EXIT_OK
+
+
+class _Progress:
+    """A progress bar on the terminal (rich), for batches."""
+
+    def __init__(self, total: int) -> None:
+        from rich.progress import Progress
+
+        self.progress = Progress(transient=True)
+        self.task = self.progress.add_task("runs", total=total)
+        self.progress.start()
+
+    def advance(self) -> None:
+        self.progress.advance(self.task)
+
+    def stop(self) -> None:
+        self.progress.stop()
 
 
 def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:

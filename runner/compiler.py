@@ -19,6 +19,7 @@ from runner import templates
 from runner.errors import FlowError, Problem
 from runner.model import (
     ENDINGS,
+    AgentStep,
     ConfidenceGate,
     Flow,
     LlmStep,
@@ -80,11 +81,13 @@ def _edges(flow: Flow) -> Iterator[Edge]:
     for step in flow.steps:
         for trigger, dest in step.routes().items():
             yield Edge(step.id, trigger, dest)
-        if isinstance(step, ToolStep):
-            tool = flow.tools[step.tool]
-            if tool.effect and not tool.idempotent:
-                # An effect whose outcome is unknown is never re-sent blindly: a person looks.
-                yield Edge(step.id, "in_doubt", "human_review")
+        if flow.budget and isinstance(step, LlmStep | AgentStep | PolicyStep):
+            yield Edge(step.id, "budget_exceeded", flow.budget.on_exceeded)
+        names = [step.tool] if isinstance(step, ToolStep) else (
+            list(step.tools) if isinstance(step, AgentStep) else [])
+        if any(flow.tools[n].effect and not flow.tools[n].idempotent for n in names):
+            # An effect whose outcome is unknown is never re-sent blindly: a person looks.
+            yield Edge(step.id, "in_doubt", "human_review")
 
 
 class Position:
@@ -207,6 +210,9 @@ class _Checker:
         targets = [*self.ids, *ENDINGS]
         if self.flow.on_error:
             self.route(("on_error",), self.flow.on_error, targets, error=True)
+        if self.flow.budget:
+            self.route(("budget", "on_exceeded"), self.flow.budget.on_exceeded, targets,
+                       error=True)
         for step in self.flow.steps:
             if step.on_error is None:
                 self.add(step.path, f"step `{step.id}` has no failure path: add `on_error` "
@@ -214,7 +220,8 @@ class _Checker:
             for trigger, dest in step.routes().items():
                 self.route(_route_path(step, trigger), dest, targets, error=trigger == "error")
         dests = [d for s in self.flow.steps for d in s.routes().values()]
-        return all(d in targets for d in [*dests, self.flow.on_error or "dead_letter"])
+        budget = self.flow.budget.on_exceeded if self.flow.budget else "human_review"
+        return all(d in targets for d in [*dests, self.flow.on_error or "dead_letter", budget])
 
     def route(self, path: Path_, dest: str, targets: list[str], *, error: bool) -> None:
         if path not in self.doc.values:  # an implicit route (default next, flow on_error)
@@ -254,8 +261,8 @@ class _Checker:
             found += [((*tool.path, "input"), tool.input_schema),
                       ((*tool.path, "output"), tool.output_schema)]
         for step in self.flow.steps:
-            if isinstance(step, LlmStep) and step.output_schema is not None:
-                found.append(((*step.path, "llm", "output"), step.output_schema))
+            if isinstance(step, LlmStep | AgentStep) and step.output_schema is not None:
+                found.append(((*step.path, step.kind, "output"), step.output_schema))
         for path, schema in found:
             for inner, message in schema_problems(schema):
                 self.add((*path, *inner), message)
@@ -300,6 +307,8 @@ class _Checker:
     def step(self, step: Step) -> None:
         if isinstance(step, LlmStep):
             self.llm_step(step)
+        elif isinstance(step, AgentStep):
+            self.agent_step(step)
         elif isinstance(step, ToolStep):
             self.tool_step(step)
         elif isinstance(step, PolicyStep):
@@ -326,6 +335,18 @@ class _Checker:
                 self.template((*step.path, "llm", part), text, STEP_ROOTS, step=step)
         if step.confidence:
             CONFIDENCE_METHODS[step.confidence.method](self, step, step.confidence)
+
+    def agent_step(self, step: AgentStep) -> None:
+        path = (*step.path, "agent")
+        self.model_ref((*path, "model") if step.model else path, step.model)
+        for i, name in enumerate(step.tools):
+            if name not in self.flow.tools:
+                self.add((*path, "tools", i), f"unknown tool `{name}`"
+                         f"{_suggest(name, self.flow.tools)}")
+        for part in ("system", "prompt"):
+            text = getattr(step, part)
+            if text is not None:
+                self.template((*path, part), text, STEP_ROOTS, step=step)
 
     def tool_step(self, step: ToolStep) -> None:
         tool = self.flow.tools.get(step.tool)
@@ -424,7 +445,7 @@ def _strings(value: Any, path: Path_) -> Iterator[tuple[Path_, str]]:
 
 def _output_schema(flow: Flow, step_id: str) -> Any:
     step = flow.step(step_id)
-    if isinstance(step, LlmStep):
+    if isinstance(step, LlmStep | AgentStep):
         return step.output_schema
     if isinstance(step, ToolStep) and step.tool in flow.tools:
         return flow.tools[step.tool].output_schema

@@ -15,7 +15,7 @@ import random
 import subprocess
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,9 @@ from runner import templates
 from runner.compiler import CompiledFlow, machine_position
 from runner.errors import InputError, StepError, StoreError, ToolError
 from runner.flows import load_flow_text
-from runner.model import ENDINGS, PolicyStep, Step, SwitchStep, Tool, ToolStep
+from runner.llm import LLMClient
+from runner.llm_steps import BudgetExceededError, Session, Usage, judge_policy, run_llm_step
+from runner.model import ENDINGS, AgentStep, LlmStep, PolicyStep, Step, SwitchStep, Tool, ToolStep
 from runner.retry import Attempt, Clock, Retrier, RetriesExhaustedError, SystemClock
 from runner.schema import instance_problems
 from runner.store import Checkpoint, Event, FlowVersion, SqlStore, StepCommit, now, owner_id
@@ -65,6 +67,7 @@ class _RunState:
     input: Any
     outputs: dict[str, Any]
     seq: int
+    usage: Usage = field(default_factory=Usage)
 
 
 class Engine:
@@ -73,9 +76,10 @@ class Engine:
 
     def __init__(self, store: SqlStore, *, clock: Clock | None = None,
                  environ: Mapping[str, str] | None = None, http_transport: Any = None,
-                 rng: random.Random | None = None,
+                 rng: random.Random | None = None, llm: LLMClient | None = None,
                  max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> None:
         self.store = store
+        self._llm = llm
         self.clock = clock or SystemClock()
         # A snapshot: templates read `env.X` and `secret.X` from it on every step.
         self.environ = _Env(os.environ if environ is None else environ)
@@ -127,6 +131,7 @@ class Engine:
             run_id=record.id, flow=compiled.flow.name, input=record.input,
             outputs={c.step_id: c.output for c in done if c.outcome != "error"},
             seq=max((c.seq for c in done), default=0),
+            usage=Usage(record.llm_calls, record.tokens, record.cost_usd),
         )
         return self._drive(compiled, state, record.position, owner)
 
@@ -173,6 +178,7 @@ class Engine:
             failed_step=step.id if dest in ("dead_letter", "human_review") else None,
             reason=redact(_reason(step, result, dest)),
             error=redact(result.error) if dest in ("dead_letter", "human_review") else None,
+            usage=(state.usage.llm_calls, state.usage.tokens, state.usage.cost_usd),
         )
         self.store.commit_step(state.run_id, owner, commit)
         if result.outcome != "error":
@@ -186,6 +192,10 @@ class Engine:
                 raise StepError(f"{step.kind} steps cannot run in this version of runner",
                                 "unsupported")
             return runner(self, compiled, step, state)
+        except BudgetExceededError as exc:
+            return StepResult("budget_exceeded", None, 0, [Event("budget", step.id, {
+                "message": str(exc)})], reason=str(exc),
+                error={"kind": exc.kind, "message": str(exc)})
         except RetriesExhaustedError as exc:
             return _failure(step, exc, exc.attempts)
         except StepError as exc:
@@ -211,9 +221,15 @@ class Engine:
     # -- tool steps --------------------------------------------------------------------
     def tool_step(self, compiled: CompiledFlow, step: Step, state: _RunState) -> StepResult:
         assert isinstance(step, ToolStep)
-        tool = compiled.flow.tools[step.tool]
+        args = templates.render_tree(dict(step.args), self.context(compiled, state))
+        return self.call_tool(compiled, step, compiled.flow.tools[step.tool], args, state,
+                              f"{state.run_id}:{step.id}")
+
+    def call_tool(self, compiled: CompiledFlow, step: Step, tool: Tool, args: Any,
+                  state: _RunState, default_key: str) -> StepResult:
+        """Call a tool for a step: input checked, retried, an effect through the ledger
+        (keyed by the tool's idempotency key, else `default_key`)."""
         ctx = self.context(compiled, state)
-        args = templates.render_tree(dict(step.args), ctx)
         problems = instance_problems(tool.input_schema, args)
         if problems:
             raise ToolError(f"arguments do not match tool {tool.name}'s input schema: "
@@ -224,14 +240,14 @@ class Engine:
         key = None
         if tool.effect:
             key = (str(templates.render(tool.idempotency_key, tool_ctx))
-                   if tool.idempotency_key else f"{state.run_id}:{step.id}")
+                   if tool.idempotency_key else default_key)
         call = Call(args, step.timeout_seconds or tool.timeout_seconds, key, request)
         if key is not None:
             return self._effect(compiled, step, tool, call, state)
         output, attempts = self._call(compiled, step, tool, call)
         return StepResult("ok", output, len(attempts) + 1, _attempt_events(step, attempts))
 
-    def _call(self, compiled: CompiledFlow, step: ToolStep, tool: Tool, call: Call,
+    def _call(self, compiled: CompiledFlow, step: Step, tool: Tool, call: Call,
               *, effect: bool = False) -> tuple[Any, list[Attempt]]:
         impl = self._tool(compiled, tool)
         failed: list[Attempt] = []
@@ -253,7 +269,7 @@ class Engine:
                           failed.append)
         return retrier.call(attempt), failed
 
-    def _effect(self, compiled: CompiledFlow, step: ToolStep, tool: Tool, call: Call,
+    def _effect(self, compiled: CompiledFlow, step: Step, tool: Tool, call: Call,
                 state: _RunState) -> StepResult:
         key = call.idempotency_key or ""
         existing = self.store.start_effect(key, state.run_id, step.id, tool.name)
@@ -284,6 +300,53 @@ class Engine:
                 http_transport=self.http_transport)
         return self._tools[cache_key]
 
+    # -- model steps -------------------------------------------------------------------
+    def llm_client(self) -> LLMClient:
+        """The model client: the one given, else litellm with local models (made once)."""
+        if self._llm is None:
+            from runner.llm import LiteLLMClient
+            from runner.local_models import LocalModels
+
+            self._llm = LiteLLMClient(LocalModels())
+        return self._llm
+
+    def session(self, compiled: CompiledFlow, step: Step, state: _RunState) -> Session:
+        """Model calls for one step, sharing the run's usage for its budget."""
+        def retrier(policy: Any, on_attempt: Callable[[Attempt], None]) -> Retrier:
+            return Retrier(policy, self.clock, self.rng, None, on_attempt)
+
+        return Session(compiled.flow, step, self.llm_client(), retrier, state.usage)
+
+    def llm_step(self, compiled: CompiledFlow, step: Step, state: _RunState) -> StepResult:
+        assert isinstance(step, LlmStep)
+        session = self.session(compiled, step, state)
+        try:
+            outcome, output, reason = run_llm_step(session, step,
+                                                   self.context(compiled, state))
+        except BudgetExceededError:
+            raise
+        except StepError as exc:  # the session's events already hold every attempt
+            attempts = getattr(exc, "attempts", [Attempt(1, exc.kind, str(exc), None)])
+            return replace(_failure(step, exc, attempts), events=session.events)
+        return StepResult(outcome, output, 1, session.events, reason=reason)
+
+    def agent_step(self, compiled: CompiledFlow, step: Step, state: _RunState) -> StepResult:
+        from runner.agent import ToolFailedError, run_agent_step
+
+        assert isinstance(step, AgentStep)
+        session = self.session(compiled, step, state)
+        try:
+            output = run_agent_step(self, compiled, step, state, session,
+                                    self.context(compiled, state))
+        except BudgetExceededError:
+            raise
+        except ToolFailedError as exc:  # the tool's own outcome: error, or in doubt
+            return replace(exc.result, events=session.events)
+        except StepError as exc:
+            attempts = getattr(exc, "attempts", [Attempt(1, exc.kind, str(exc), None)])
+            return replace(_failure(step, exc, attempts), events=session.events)
+        return StepResult("ok", output, 1, session.events)
+
     # -- switch steps ------------------------------------------------------------------
     def switch_step(self, compiled: CompiledFlow, step: Step, state: _RunState) -> StepResult:
         assert isinstance(step, SwitchStep)
@@ -299,16 +362,20 @@ class Engine:
         assert isinstance(step, PolicyStep)
         ctx = self.context(compiled, state)
         text = str(templates.render(step.text, ctx))
-        found = check_policies([compiled.flow.policies[p] for p in step.policies], text, ctx)
-        events = [Event("policy", step.id, v) for v in found]
+        session = self.session(compiled, step, state)
+        found = check_policies([compiled.flow.policies[p] for p in step.policies], text, ctx,
+                               lambda policy, checked: judge_policy(session, policy, checked))
+        events = [*session.events, *(Event("policy", step.id, v) for v in found)]
         if found:
             return StepResult("violation", {"violations": found}, events=events,
                               reason="; ".join(f"policy {v['policy']}: {v['message']}"
                                                for v in found))
-        return StepResult("ok", {"violations": []})
+        return StepResult("ok", {"violations": []}, events=events)
 
 
 _STEP_KINDS: dict[str, Callable[[Engine, CompiledFlow, Step, _RunState], StepResult]] = {
+    "llm": Engine.llm_step,
+    "agent": Engine.agent_step,
     "tool": Engine.tool_step,
     "switch": Engine.switch_step,
     "policies": Engine.policy_step,

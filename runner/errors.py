@@ -78,4 +78,11 @@ class ToolError(StepError):
 
 
 class LLMError(StepError):
-    """A model call failed, or its answer stayed invalid after every repair."""
+    """A model call failed, or its answer stayed invalid after every repair. `kind` uses
+    the tool error classes (timeout, connection, http_429, http_5xx, http_4xx,
+    invalid_output), so one retry policy language covers both."""
+
+    def __init__(self, message: str, kind: str = "error",
+                 retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, kind)

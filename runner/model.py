@@ -21,6 +21,7 @@ DEFAULT_RETRY_ON = ("timeout", "connection", "http_429", "http_5xx")
 DEFAULT_TOOL_TIMEOUT = 30.0
 DEFAULT_MODEL_TIMEOUT = 60.0
 DEFAULT_REPAIRS = 2
+DEFAULT_MAX_TURNS = 8
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +72,7 @@ class Tool:
     kind: str
     python: str | None
     http: HttpRequest | None
+    description: str | None
     input_schema: Any
     output_schema: Any
     effect: bool
@@ -148,6 +150,21 @@ class LlmStep(Step):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AgentStep(Step):
+    """A model calls the flow's tools in a loop, then answers."""
+
+    model: str | None
+    system: str | None
+    prompt: str
+    tools: tuple[str, ...]
+    max_turns: int
+    output_schema: Any
+    repairs: int
+
+    kind = "agent"
+
+
+@dataclass(frozen=True, kw_only=True)
 class ToolStep(Step):
     """Call a tool with arguments rendered from templates."""
 
@@ -196,6 +213,16 @@ class SwitchStep(Step):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Budget:
+    """Per-run limits on model use, and where a run goes when it reaches one."""
+
+    max_llm_calls: int | None = None
+    max_tokens: int | None = None
+    max_cost_usd: float | None = None
+    on_exceeded: str = "human_review"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Flow:
     """A flow whose shape is valid: its records, its source and the digest of its text."""
 
@@ -207,6 +234,7 @@ class Flow:
     policies: Mapping[str, Policy]
     steps: tuple[Step, ...]
     on_error: str | None
+    budget: Budget | None = None
     document: Document = field(repr=False)
     digest: str
 
@@ -233,6 +261,7 @@ def build_flow(document: Document) -> Flow:
         policies={n: _policy(n, raw) for n, raw in data.get("policies", {}).items()},
         steps=steps,
         on_error=flow_error,
+        budget=Budget(**data["budget"]) if "budget" in data else None,
         document=document,
         digest=hashlib.sha256(document.text.encode("utf-8")).hexdigest(),
     )
@@ -265,6 +294,7 @@ def _tool(name: str, raw: Mapping[str, Any]) -> Tool:
     return Tool(
         name=name, kind="python" if "python" in raw else "http",
         python=raw.get("python"), http=_http(http) if http else None,
+        description=raw.get("description"),
         input_schema=raw.get("input", True), output_schema=raw.get("output", True),
         effect=raw.get("effect", False), idempotent=raw.get("idempotent", False),
         idempotency_key=raw.get("idempotency_key"),
@@ -306,6 +336,13 @@ def _step(raw: Mapping[str, Any], index: int, ids: list[str], flow_error: str | 
     }
     if "llm" in raw:
         return _llm_step(raw, common)
+    if "agent" in raw:
+        agent = raw["agent"]
+        return AgentStep(
+            **common, model=agent.get("model"), system=agent.get("system"),
+            prompt=agent["prompt"], tools=tuple(agent["tools"]),
+            max_turns=agent.get("max_turns", DEFAULT_MAX_TURNS),
+            output_schema=agent.get("output"), repairs=agent.get("repairs", DEFAULT_REPAIRS))
     if "tool" in raw:
         return ToolStep(**common, tool=raw["tool"], args=raw.get("args", {}))
     if "policies" in raw:

@@ -83,7 +83,10 @@ def _default_message(policy: Policy, rule: str) -> str:
     }.get(policy.kind, f"the text contains {rule.replace('_', ' ')} data")
 
 
-def _check(policy: Policy, text: str, ctx: Mapping[str, Any]) -> list[Violation]:
+Judge = Callable[[Policy, str], "Violation | None"]
+
+
+def _check(policy: Policy, text: str, ctx: Mapping[str, Any], judge: Judge) -> list[Violation]:
     kind = policy.kind
     if kind == "deny":
         return [_violation(policy, "deny", m.span(), text)
@@ -101,11 +104,14 @@ def _check(policy: Policy, text: str, ctx: Mapping[str, Any]) -> list[Violation]
     if kind == "check":
         passed = templates.evaluate(policy.value, {**ctx, "text": text})
         return [] if passed else [_violation(policy, "check", None, text)]
-    raise StepError(f"policy {policy.name}: {kind} rules need a model client, which this "
-                    "engine was not given", "unsupported")
+    if kind == "judge":
+        found = judge(policy, text)
+        return [] if found is None else [found]
+    raise StepError(f"policy {policy.name}: unknown rule kind {kind}", "unsupported")
 
 
-def check_policies(policies: list[Policy], text: str,
-                   ctx: Mapping[str, Any]) -> list[Violation]:
-    """Every violation of the given rules in `text`, in the order the rules are listed."""
-    return [v for policy in policies for v in _check(policy, text, ctx)]
+def check_policies(policies: list[Policy], text: str, ctx: Mapping[str, Any],
+                   judge: Judge) -> list[Violation]:
+    """Every violation of the given rules in `text`, in the order the rules are listed.
+    `judge` asks a model about a `judge` rule."""
+    return [v for policy in policies for v in _check(policy, text, ctx, judge)]

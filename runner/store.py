@@ -53,6 +53,9 @@ runs = sa.Table(
     sa.Column("error", sa.JSON),
     sa.Column("input", sa.JSON, nullable=False),
     sa.Column("steps_run", sa.Integer, nullable=False, default=0),
+    sa.Column("llm_calls", sa.Integer, nullable=False, default=0),
+    sa.Column("tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("cost_usd", sa.Float, nullable=False, default=0.0),
     sa.Column("lease_owner", sa.String(200)),
     sa.Column("lease_expires", sa.DateTime(timezone=True)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -131,6 +134,9 @@ class RunRecord:
     error: Any
     input: Any
     steps_run: int
+    llm_calls: int
+    tokens: int
+    cost_usd: float
     lease_owner: str | None
     created_at: datetime
     updated_at: datetime
@@ -184,6 +190,7 @@ class StepCommit:
     failed_step: str | None = None
     reason: str | None = None
     error: Any = None
+    usage: tuple[int, int, float] = (0, 0, 0.0)  # the run's model calls, tokens, cost
 
 
 def owner_id() -> str:
@@ -243,7 +250,8 @@ class SqlStore:
             conn.execute(_INSERT_RUN, {
                 "id": run_id, "flow_name": version.name, "flow_digest": version.digest,
                 "status": "running", "position": first_step, "input": input_value,
-                "steps_run": 0, "lease_owner": owner,
+                "steps_run": 0, "llm_calls": 0, "tokens": 0, "cost_usd": 0.0,
+                "lease_owner": owner,
                 "lease_expires": stamp + timedelta(seconds=LEASE_SECONDS),
                 "created_at": stamp, "updated_at": stamp, "failed_step": None,
                 "reason": None, "error": None})
@@ -327,7 +335,9 @@ class SqlStore:
                 "position": commit.position, "updated_at": stamp,
                 "failed_step": commit.failed_step, "reason": commit.reason,
                 "error": commit.error,
-                "lease_expires": None if ending else stamp + timedelta(seconds=LEASE_SECONDS)})
+                "lease_expires": None if ending else stamp + timedelta(seconds=LEASE_SECONDS),
+                "llm_calls": commit.usage[0], "tokens": commit.usage[1],
+                "cost_usd": commit.usage[2]})
             if updated.rowcount != 1:
                 raise StoreError(f"run {run_id} is no longer leased to this process")
             conn.execute(_INSERT_CHECKPOINT, {
@@ -395,6 +405,8 @@ _ADVANCE_RUN = runs.update().where(
     updated_at=sa.bindparam("updated_at"), failed_step=sa.bindparam("failed_step"),
     reason=sa.bindparam("reason"), error=sa.bindparam("error", type_=sa.JSON),
     steps_run=runs.c.steps_run + 1, lease_owner=sa.bindparam("new_owner"),
+    llm_calls=sa.bindparam("llm_calls"), tokens=sa.bindparam("tokens"),
+    cost_usd=sa.bindparam("cost_usd"),
     lease_expires=sa.bindparam("lease_expires"))
 _INSERT_RUN = runs.insert()
 _INSERT_CHECKPOINT = checkpoints.insert()
@@ -435,7 +447,8 @@ def _run_record(row: Any) -> RunRecord:
     return RunRecord(
         id=row.id, flow_name=row.flow_name, flow_digest=row.flow_digest, status=row.status,
         position=row.position, failed_step=row.failed_step, reason=row.reason,
-        error=row.error, input=row.input, steps_run=row.steps_run,
+        error=row.error, input=row.input, steps_run=row.steps_run, llm_calls=row.llm_calls,
+        tokens=row.tokens, cost_usd=row.cost_usd,
         lease_owner=row.lease_owner, created_at=_aware(row.created_at) or now(),
         updated_at=_aware(row.updated_at) or now(),
     )
