@@ -187,6 +187,7 @@ class _Checker:
         self.available = _availability(self.flow)
         self.schemas()
         self.tools()
+        self.models()
         for policy in self.flow.policies.values():
             POLICY_KINDS[policy.kind](self, policy)
         for step in self.flow.steps:
@@ -295,6 +296,14 @@ class _Checker:
         for path, value in _strings(request.json, (*base, "json")):
             self.template(path, value, TOOL_ROOTS)
 
+    def models(self) -> None:
+        for model in self.flow.models.values():
+            if model.api_base:
+                self.template((*model.path, "api_base"), model.api_base, ("env",))
+            for i, name in enumerate(model.fallbacks):
+                if name not in self.flow.models and "/" not in name:
+                    self.model_ref((*model.path, "fallbacks", i), name)
+
     def model_ref(self, path: Path_, name: str | None) -> None:
         models = self.flow.models
         if name is None and "default" not in models:
@@ -325,10 +334,6 @@ class _Checker:
     def llm_step(self, step: LlmStep) -> None:
         self.model_ref((*step.path, "llm", "model") if step.model else (*step.path, "llm"),
                        step.model)
-        for model in self.flow.models.values():
-            for i, name in enumerate(model.fallbacks):
-                if name not in self.flow.models and "/" not in name:
-                    self.model_ref((*model.path, "fallbacks", i), name)
         for part in ("system", "prompt"):
             text = getattr(step, part)
             if text is not None:

@@ -44,6 +44,7 @@ class LLMRequest:
     logprobs: bool = False
     tools: Sequence[Mapping[str, Any]] = ()
     step_id: str = ""
+    api_base: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,9 @@ class LiteLLMClient:
                                "http_4xx")
             kwargs.update(model="openai/" + request.model[len("local/"):], api_key="local",
                           api_base=self.local.api_base(request.model[len("local/"):]))
+        if request.api_base:
+            kwargs["api_base"] = request.api_base
+            kwargs.setdefault("api_key", os.environ.get("OPENAI_API_KEY", "none"))
         for name in ("temperature", "max_tokens"):
             if getattr(request, name) is not None:
                 kwargs[name] = getattr(request, name)

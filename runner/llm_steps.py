@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -81,6 +82,11 @@ class Session:
         name = name or "default"
         return self.flow.models.get(name) or Model(name=name, model=name)
 
+    def api_base(self, model: Model) -> str | None:
+        if model.api_base is None:
+            return None
+        return str(templates.render(model.api_base, {"env": dict(os.environ)}))
+
     def ask(self, messages: Sequence[Mapping[str, Any]], schema: Any, *, model: str | None,
             repairs: int, logprobs: bool = False, temperature: float | None = None,
             tools: Sequence[Mapping[str, Any]] = ()) -> Answer:
@@ -122,7 +128,8 @@ class Session:
                 temperature=candidate.temperature if temperature is None else temperature,
                 max_tokens=candidate.max_tokens,
                 timeout_seconds=self.step.timeout_seconds or candidate.timeout_seconds,
-                logprobs=logprobs, tools=tools, step_id=self.step.id)
+                logprobs=logprobs, tools=tools, step_id=self.step.id,
+                api_base=self.api_base(candidate))
             failed: list[Attempt] = []
             try:
                 response = self.retrier(self.step.retry or candidate.retry, failed.append) \

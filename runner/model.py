@@ -43,6 +43,7 @@ class Model:
 
     name: str
     model: str
+    api_base: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
     timeout_seconds: float = DEFAULT_MODEL_TIMEOUT
@@ -281,7 +282,8 @@ def _model(name: str, raw: str | Mapping[str, Any]) -> Model:
     if isinstance(raw, str):
         return Model(name=name, model=raw, path=("models", name))
     return Model(
-        name=name, model=raw["model"], temperature=raw.get("temperature"),
+        name=name, model=raw["model"], api_base=raw.get("api_base"),
+        temperature=raw.get("temperature"),
         max_tokens=raw.get("max_tokens"),
         timeout_seconds=raw.get("timeout_seconds", DEFAULT_MODEL_TIMEOUT),
         retry=retry_policy(raw.get("retry"), RetryPolicy()),
