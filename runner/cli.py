@@ -78,9 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
     graph.set_defaults(command=cmd_graph)
 
+    from runner.cli_review import add_review_commands
     from runner.cli_runs import add_run_commands
 
     add_run_commands(commands)
+    add_review_commands(commands)
     return parser
 
 

@@ -15,7 +15,7 @@ from runner.errors import FlowError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_ESCALATED = 0, 1, 4
 _STATUS_EXIT = {"completed": EXIT_OK, "failed": EXIT_FAILED, "escalated": EXIT_ESCALATED,
-                "rejected": EXIT_FAILED, "running": EXIT_FAILED}
+                "rejected": EXIT_FAILED, "running": EXIT_FAILED, "archived": EXIT_FAILED}
 
 
 def add_run_commands(commands: Any) -> None:
@@ -43,7 +43,7 @@ def add_run_commands(commands: Any) -> None:
 
     runs = commands.add_parser("runs", help="list runs, newest first")
     runs.add_argument("--status", choices=("queued", "running", "completed", "escalated",
-                                           "failed", "rejected"))
+                                           "failed", "rejected", "archived"))
     runs.add_argument("--flow", metavar="NAME")
     runs.add_argument("--limit", type=int, default=50)
     _common(runs)
@@ -213,11 +213,16 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     if record.reason:
         print(f"reason   {record.reason}", file=out)
     print("", file=out)
-    start = events[0].at if events else record.created_at
-    for event in events:
-        offset = (event.at - start).total_seconds()
-        print(f"  +{offset:8.3f}s  {event.step_id or '-':<16} {_describe(event)}", file=out)
+    _timeline(events, out)
     return EXIT_OK
+
+
+def _timeline(events: list[Any], out: TextIO) -> None:
+    """Events as lines: time since the first, step, what happened."""
+    start = events[0].at if events else None
+    for event in events:
+        offset = (event.at - start).total_seconds() if start else 0.0
+        print(f"  +{offset:8.3f}s  {event.step_id or '-':<16} {_describe(event)}", file=out)
 
 
 def _describe(event: Any) -> str:
@@ -240,6 +245,20 @@ def _describe(event: Any) -> str:
         return f"run started (flow {data['flow']}, version {data['digest'][:12]})"
     if event.kind == "run_resumed":
         return f"run resumed at {data['from']}"
+    if event.kind == "decision":
+        note = f" ({data['note']})" if data.get("note") else ""
+        return f"{data['decision']} by {data['by']}{note} -> {data['position']}"
+    if event.kind == "alert":
+        return f"alert through {data['tool']}: {data['status']}" + (
+            f" ({_short(data['error'], 120)})" if data.get("error") else "")
+    if event.kind == "llm_call":
+        return f"model {data['model']}: {data['prompt_tokens']}+{data['completion_tokens']} " \
+               f"tokens, {data['latency_ms']:.0f} ms" + (
+                   f", repair {data['repair']}" if data.get("repair") else "")
+    if event.kind == "confidence":
+        score = "none" if data["score"] is None else f"{data['score']:.3f}"
+        verdict = "passed" if data["passed"] else "failed"
+        return f"confidence {score} ({data['method']}) vs {data['min']:g}: {verdict}"
     return f"{event.kind} {json.dumps(data, default=str)}"
 
 

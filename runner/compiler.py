@@ -17,6 +17,7 @@ from typing import Any
 
 from runner import templates
 from runner.errors import FlowError, Problem
+from runner.flowgraph import availability, can_exit, loop_of, reachable
 from runner.model import (
     ENDINGS,
     AgentStep,
@@ -36,6 +37,8 @@ from runner.source import Path_
 STEP_ROOTS = ("input", "steps", "run", "env", "secret")
 TOOL_ROOTS = ("args", "input", "run", "env", "secret")
 RUN_FIELDS = ("id", "flow")
+ALERT_RUN_FIELDS = ("id", "flow", "status", "step", "reason")
+NOTIFY_ROOTS = ("run", "input", "env", "secret")
 STEP_FIELDS = ("output",)
 DETECTORS = tuple(policy_detectors)
 
@@ -184,10 +187,11 @@ class _Checker:
         sound_ids = not self.problems
         if self.routes() and sound_ids:  # the graph needs unique ids and resolved routes
             self.graph()
-        self.available = _availability(self.flow)
+        self.available = availability(self.flow)
         self.schemas()
         self.tools()
         self.models()
+        self.notify()
         for policy in self.flow.policies.values():
             POLICY_KINDS[policy.kind](self, policy)
         for step in self.flow.steps:
@@ -214,6 +218,9 @@ class _Checker:
         if self.flow.budget:
             self.route(("budget", "on_exceeded"), self.flow.budget.on_exceeded, targets,
                        error=True)
+        if self.flow.review:
+            self.route(("review", "on_expired"), self.flow.review.on_expired, targets,
+                       error=False)
         for step in self.flow.steps:
             if step.on_error is None:
                 self.add(step.path, f"step `{step.id}` has no failure path: add `on_error` "
@@ -222,7 +229,9 @@ class _Checker:
                 self.route(_route_path(step, trigger), dest, targets, error=trigger == "error")
         dests = [d for s in self.flow.steps for d in s.routes().values()]
         budget = self.flow.budget.on_exceeded if self.flow.budget else "human_review"
-        return all(d in targets for d in [*dests, self.flow.on_error or "dead_letter", budget])
+        expired = self.flow.review.on_expired if self.flow.review else "dead_letter"
+        return all(d in targets for d in [*dests, self.flow.on_error or "dead_letter", budget,
+                                          expired])
 
     def route(self, path: Path_, dest: str, targets: list[str], *, error: bool) -> None:
         if path not in self.doc.values:  # an implicit route (default next, flow on_error)
@@ -236,17 +245,17 @@ class _Checker:
 
     def graph(self) -> None:
         steps = {s.id: s for s in self.flow.steps}
-        reached = _reachable(self.ids[0], lambda s: steps[s].routes().values(), steps)
+        reached = reachable(self.ids[0], lambda s: steps[s].routes().values(), steps)
         for step in self.flow.steps:
             if step.id not in reached:
                 self.add((*step.path, "id"), f"step `{step.id}` is never reached: no route "
                          "leads to it")
-        exits = _can_exit(self.flow)
+        exits = can_exit(self.flow)
         reported: set[str] = set()
         for step in self.flow.steps:
             if step.id in exits or step.id not in reached:
                 continue
-            loop = _loop_of(self.flow, step.id, exits)
+            loop = loop_of(self.flow, step.id, exits)
             if reported & set(loop):
                 continue
             reported |= set(loop)
@@ -276,6 +285,9 @@ class _Checker:
                     self.add((*tool.path, "python"), message)
             if tool.http:
                 self.http_templates(tool)
+            for key, value in (tool.smtp or {}).items():
+                if isinstance(value, str):
+                    self.template((*tool.path, "smtp", key), value, TOOL_ROOTS)
             for key in ("idempotency_key", "idempotent"):
                 if (*tool.path, key) in self.doc.values and not tool.effect:
                     self.add((*tool.path, key), f"`{key}` applies only to tools with "
@@ -295,6 +307,16 @@ class _Checker:
             self.template((*base, "body"), request.body, TOOL_ROOTS)
         for path, value in _strings(request.json, (*base, "json")):
             self.template(path, value, TOOL_ROOTS)
+
+    def notify(self) -> None:
+        notify = self.flow.notify
+        if notify is None:
+            return
+        if notify.tool not in self.flow.tools:
+            self.add(("notify", "tool"), f"unknown tool `{notify.tool}`"
+                     f"{_suggest(notify.tool, self.flow.tools)}")
+        for path, value in _strings(notify.args, ("notify", "args")):
+            self.template(path, value, NOTIFY_ROOTS)
 
     def models(self) -> None:
         for model in self.flow.models.values():
@@ -409,8 +431,9 @@ class _Checker:
         chain = ref.chain
         if ref.root == "input":
             return _schema_field(self.flow.input_schema, chain, "input")
-        if ref.root == "run" and chain and chain[0] not in RUN_FIELDS:
-            return f"`run.{chain[0]}` does not exist: run has {', '.join(RUN_FIELDS)}"
+        fields = ALERT_RUN_FIELDS if roots == NOTIFY_ROOTS else RUN_FIELDS
+        if ref.root == "run" and chain and chain[0] not in fields:
+            return f"`run.{chain[0]}` does not exist: run has {', '.join(fields)}"
         if ref.root == "output" and isinstance(step, LlmStep):
             return _schema_field(step.output_schema, chain, "output")
         if ref.root == "steps" and chain and step is not None:
@@ -475,63 +498,3 @@ def _schema_field(schema: Any, chain: tuple[str | int, ...], name: str) -> str |
         else:
             return None
     return None
-
-
-def _reachable(start: str, successors: Callable[[str], Iterable[str]],
-               nodes: dict[str, Any]) -> set[str]:
-    seen, todo = {start}, [start]
-    while todo:
-        for dest in successors(todo.pop()):
-            if dest in nodes and dest not in seen:
-                seen.add(dest)
-                todo.append(dest)
-    return seen
-
-
-def _forward(step: Step) -> list[str]:
-    """Routes that are not failures: what a step leads to when all goes well enough."""
-    return [d for t, d in step.routes().items() if t != "error"]
-
-
-def _can_exit(flow: Flow) -> set[str]:
-    """Steps from which some non-failure path reaches an ending."""
-    exits: set[str] = set()
-    changed = True
-    while changed:
-        changed = False
-        for step in flow.steps:
-            if step.id not in exits and any(d in ENDINGS or d in exits for d in _forward(step)):
-                exits.add(step.id)
-                changed = True
-    return exits
-
-
-def _loop_of(flow: Flow, start: str, exits: set[str]) -> list[str]:
-    """The steps on the cycle that `start` leads into, in route order."""
-    steps = {s.id: s for s in flow.steps}
-    path, position = [start], start
-    while True:
-        position = next(d for d in _forward(steps[position]) if d not in exits)
-        if position in path:
-            return path[path.index(position):]
-        path.append(position)
-
-
-def _availability(flow: Flow) -> dict[str, frozenset[str]]:
-    """For each step, the steps that completed on every path to it (their output exists)."""
-    everything = frozenset(s.id for s in flow.steps)
-    steps = {s.id: s for s in flow.steps}
-    known = {s.id: everything for s in flow.steps}
-    known[flow.steps[0].id] = frozenset()
-    changed = True
-    while changed:
-        changed = False
-        for step in flow.steps:
-            for trigger, dest in step.routes().items():
-                if dest not in steps or dest == flow.steps[0].id:
-                    continue
-                gives = known[step.id] | ({step.id} if trigger != "error" else set())
-                merged = known[dest] & gives
-                if merged != known[dest]:
-                    known[dest], changed = merged, True
-    return known

@@ -124,8 +124,13 @@ class Engine:
         else:
             raise StoreError(f"run {record.id} is {record.status}; there is nothing to resume")
         owner = owner_id()
-        record = self.store.claim(record.id, owner, statuses=(record.status,),
-                                  reopen_at=reopen)
+        self.store.claim(record.id, owner, statuses=(record.status,), reopen_at=reopen)
+        return self.continue_claimed(record.id, owner)
+
+    def continue_claimed(self, run_id: str, owner: str) -> RunResult:
+        """Drive a run that `owner` holds the lease of, from its stored position."""
+        record = self.store.run(run_id)
+        compiled = self.flow(record.flow_digest)
         done = self.store.checkpoints(record.id)
         state = _RunState(
             run_id=record.id, flow=compiled.flow.name, input=record.input,
@@ -154,8 +159,33 @@ class Engine:
             if commit is None or commit.status == "running":  # stopped early: let go
                 self.store.release(state.run_id, owner)
         assert commit is not None
+        notify = compiled.flow.notify
+        if notify is not None and commit.status in notify.on:
+            self._alert(compiled, state, commit)
         return RunResult(state.run_id, commit.status, commit.position, commit.reason,
                          commit.error)
+
+    def _alert(self, compiled: CompiledFlow, state: _RunState, commit: StepCommit) -> None:
+        """Tell people a run needs them. Retried like any tool call; a failure is logged
+        as an event and never touches the run's state."""
+        notify = compiled.flow.notify
+        assert notify is not None
+        tool = compiled.flow.tools[notify.tool]
+        run = {"id": state.run_id, "flow": state.flow, "status": commit.status,
+               "step": commit.failed_step, "reason": commit.reason}
+        ctx = {"run": run, "input": state.input, "env": self.environ, "secret": self.environ}
+        step = compiled.flow.step(commit.checkpoint.step_id)
+        try:
+            args = templates.render_tree(dict(notify.args), ctx)
+            request = _render_request(tool, {**ctx, "args": args})
+            key = f"alert:{state.run_id}:{commit.checkpoint.seq}"
+            call = Call(args, tool.timeout_seconds, key, request)
+            _, attempts = self._call(compiled, step, tool, call)
+            data: dict[str, Any] = {"tool": tool.name, "status": "sent",
+                                    "attempts": len(attempts) + 1}
+        except StepError as exc:
+            data = {"tool": tool.name, "status": "failed", "error": str(exc)}
+        self.store.add_events(state.run_id, [Event("alert", None, self.redactor(compiled)(data))])
 
     def _advance(self, compiled: CompiledFlow, position: Any, state: _RunState,
                  owner: str) -> StepCommit:
@@ -236,7 +266,7 @@ class Engine:
                             + "; ".join(problems), "invalid_input")
         tool_ctx = {"args": args, "input": state.input, "run": ctx["run"], "env": ctx["env"],
                     "secret": ctx["secret"]}
-        request = _render_request(tool, tool_ctx) if tool.http else None
+        request = _render_request(tool, tool_ctx)
         key = None
         if tool.effect:
             key = (str(templates.render(tool.idempotency_key, tool_ctx))
@@ -386,9 +416,14 @@ class _Env(dict[str, str]):
     """Environment variables as templates see them (`env.NAME`, `secret.NAME`)."""
 
 
-def _render_request(tool: Tool, ctx: dict[str, Any]) -> dict[str, Any]:
+def _render_request(tool: Tool, ctx: dict[str, Any]) -> dict[str, Any] | None:
+    """The request a tool sends, rendered: an http request or an email; None for python."""
+    if tool.smtp is not None:
+        return {k: v if isinstance(v, int) else str(templates.render(v, ctx))
+                for k, v in tool.smtp.items()}
     http = tool.http
-    assert http is not None
+    if http is None:
+        return None
     request: dict[str, Any] = {
         "method": http.method, "url": str(templates.render(http.url, ctx)),
         "headers": {k: str(templates.render(v, ctx)) for k, v in http.headers.items()},

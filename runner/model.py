@@ -16,8 +16,8 @@ from runner.source import Document, Path_
 # Where each ending leaves a run: the ending's name -> the run's final status.
 ENDINGS: dict[str, str] = {"done": "completed", "human_review": "escalated",
                            "dead_letter": "failed"}
-RETRY_CLASSES = ("timeout", "connection", "http_429", "http_5xx", "invalid_output")
-DEFAULT_RETRY_ON = ("timeout", "connection", "http_429", "http_5xx")
+RETRY_CLASSES = ("timeout", "connection", "http_429", "http_5xx", "smtp_4xx", "invalid_output")
+DEFAULT_RETRY_ON = ("timeout", "connection", "http_429", "http_5xx", "smtp_4xx")
 DEFAULT_TOOL_TIMEOUT = 30.0
 DEFAULT_MODEL_TIMEOUT = 60.0
 DEFAULT_REPAIRS = 2
@@ -73,6 +73,7 @@ class Tool:
     kind: str
     python: str | None
     http: HttpRequest | None
+    smtp: Mapping[str, Any] | None
     description: str | None
     input_schema: Any
     output_schema: Any
@@ -224,6 +225,23 @@ class Budget:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReviewPolicy:
+    """How long an escalated run may wait for a person, and where it goes after."""
+
+    expires_after_seconds: float | None = None
+    on_expired: str = "dead_letter"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Notify:
+    """The alert sent when a run is escalated or fails."""
+
+    tool: str
+    args: Mapping[str, Any]
+    on: tuple[str, ...] = ("escalated", "failed")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Flow:
     """A flow whose shape is valid: its records, its source and the digest of its text."""
 
@@ -236,6 +254,8 @@ class Flow:
     steps: tuple[Step, ...]
     on_error: str | None
     budget: Budget | None = None
+    review: ReviewPolicy | None = None
+    notify: Notify | None = None
     document: Document = field(repr=False)
     digest: str
 
@@ -263,6 +283,10 @@ def build_flow(document: Document) -> Flow:
         steps=steps,
         on_error=flow_error,
         budget=Budget(**data["budget"]) if "budget" in data else None,
+        review=ReviewPolicy(**data["review"]) if "review" in data else None,
+        notify=Notify(tool=data["notify"]["tool"], args=data["notify"].get("args", {}),
+                      on=tuple(data["notify"].get("on", ("escalated", "failed"))))
+        if "notify" in data else None,
         document=document,
         digest=hashlib.sha256(document.text.encode("utf-8")).hexdigest(),
     )
@@ -294,8 +318,8 @@ def _model(name: str, raw: str | Mapping[str, Any]) -> Model:
 def _tool(name: str, raw: Mapping[str, Any]) -> Tool:
     http = raw.get("http")
     return Tool(
-        name=name, kind="python" if "python" in raw else "http",
-        python=raw.get("python"), http=_http(http) if http else None,
+        name=name, kind=next(k for k in ("python", "http", "smtp") if k in raw),
+        python=raw.get("python"), http=_http(http) if http else None, smtp=raw.get("smtp"),
         description=raw.get("description"),
         input_schema=raw.get("input", True), output_schema=raw.get("output", True),
         effect=raw.get("effect", False), idempotent=raw.get("idempotent", False),

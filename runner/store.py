@@ -87,6 +87,19 @@ effects = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True)),
 )
 
+decisions = sa.Table(
+    "decisions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("step_id", sa.String(100)),
+    sa.Column("decision", sa.String(20), nullable=False),
+    sa.Column("decided_by", sa.String(200), nullable=False),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("content_hash", sa.String(64)),
+    sa.Column("note", sa.Text),
+    sa.Column("content", sa.JSON),
+)
+
 events = sa.Table(
     "events", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -191,6 +204,20 @@ class StepCommit:
     reason: str | None = None
     error: Any = None
     usage: tuple[int, int, float] = (0, 0, 0.0)  # the run's model calls, tokens, cost
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A person's decision on an escalated or failed run, as recorded."""
+
+    run_id: str
+    step_id: str | None
+    decision: str  # approved, rejected, retried, expired, dropped
+    decided_by: str
+    content_hash: str | None = None
+    note: str | None = None
+    content: Any = None
+    decided_at: datetime = field(default_factory=now)
 
 
 def owner_id() -> str:
@@ -367,6 +394,51 @@ class SqlStore:
     def add_events(self, run_id: str, batch: Sequence[Event]) -> None:
         with self._begin() as conn:
             _insert_events(conn, run_id, batch)
+
+    # -- decisions ---------------------------------------------------------------------
+    def decide(self, record: RunRecord, decision: Decision, *, status: str, position: str,
+               owner: str | None = None, checkpoint: Checkpoint | None = None,
+               effect: tuple[str, str, Any] | None = None) -> None:
+        """Record a decision and move the run, in one transaction, only if the run is
+        still exactly as `record` shows it: of two people deciding at once, one wins."""
+        stamp = now()
+        with self._begin() as conn:
+            updated = conn.execute(runs.update().where(
+                runs.c.id == record.id, runs.c.status == record.status,
+                runs.c.steps_run == record.steps_run, runs.c.lease_owner.is_(None)).values(
+                status=status, position=position, updated_at=stamp, lease_owner=owner,
+                lease_expires=stamp + timedelta(seconds=LEASE_SECONDS) if owner else None,
+                reason=None if status == "running" else record.reason,
+                steps_run=runs.c.steps_run + (1 if checkpoint else 0)))
+            if updated.rowcount != 1:
+                raise StoreError(f"run {record.id} changed while this decision was made "
+                                 "(someone else decided first?): look at it again")
+            conn.execute(decisions.insert().values(
+                run_id=decision.run_id, step_id=decision.step_id, decision=decision.decision,
+                decided_by=decision.decided_by, decided_at=decision.decided_at,
+                content_hash=decision.content_hash, note=decision.note,
+                content=decision.content))
+            if checkpoint is not None:
+                conn.execute(_INSERT_CHECKPOINT, {
+                    "run_id": record.id, "seq": checkpoint.seq, "step_id": checkpoint.step_id,
+                    "outcome": checkpoint.outcome, "route": checkpoint.route,
+                    "output": checkpoint.output, "attempts": checkpoint.attempts,
+                    "started_at": checkpoint.started_at, "finished_at": checkpoint.finished_at})
+            if effect is not None:
+                key, effect_status, result = effect
+                conn.execute(_FINISH_EFFECT, {"k": key, "status": effect_status,
+                                              "result": result, "finished_at": stamp})
+            _insert_events(conn, record.id, [Event("decision", decision.step_id, {
+                "decision": decision.decision, "by": decision.decided_by,
+                "content_hash": decision.content_hash, "note": decision.note,
+                "status": status, "position": position})])
+
+    def decisions(self, run_id: str) -> list[Decision]:
+        query = decisions.select().where(decisions.c.run_id == run_id).order_by(decisions.c.id)
+        with self._connect() as conn:
+            return [Decision(r.run_id, r.step_id, r.decision, r.decided_by, r.content_hash,
+                             r.note, r.content, _aware(r.decided_at) or now())
+                    for r in conn.execute(query)]
 
     # -- the effect ledger -------------------------------------------------------------
     def effect(self, key: str) -> Effect | None:

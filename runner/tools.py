@@ -167,5 +167,59 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
+class SmtpTool:
+    """Sends one plain-text email with smtplib. An effect's Message-ID is derived from
+    its idempotency key, so a message sent again is recognisably the same one."""
+
+    def __init__(self, tool: Tool, *, flow_file: Path, http_transport: Any = None) -> None:
+        self.tool = tool
+
+    def __call__(self, call: Call) -> Any:
+        import smtplib
+        import ssl
+        from email.message import EmailMessage
+
+        mail = dict(call.request or {})
+        tls = mail.get("tls") or {465: "ssl", 587: "starttls"}.get(mail.get("port", 25), "none")
+        port = int(mail.get("port") or {"ssl": 465, "starttls": 587}.get(tls, 25))
+        message = EmailMessage()
+        message["From"], message["To"] = mail["from"], mail["to"]
+        message["Subject"] = mail["subject"]
+        message["Message-ID"] = message_id(call.idempotency_key, mail["from"])
+        message.set_content(mail["body"])
+        connected = False
+        try:
+            client_class = smtplib.SMTP_SSL if tls == "ssl" else smtplib.SMTP
+            with client_class(mail["host"], port, timeout=call.timeout_seconds) as client:
+                connected = True
+                if tls == "starttls":
+                    client.starttls(context=ssl.create_default_context())
+                if mail.get("username"):
+                    client.login(mail["username"], mail.get("password", ""))
+                refused = client.send_message(message)
+        except smtplib.SMTPResponseException as exc:
+            kind = "smtp_4xx" if 400 <= exc.smtp_code < 500 else "smtp_5xx"
+            raise ToolError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", kind) from exc
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise ToolError(f"every recipient was refused: {exc.recipients}", "smtp_5xx") from exc
+        except (TimeoutError, OSError, smtplib.SMTPException) as exc:
+            kind = "timeout" if isinstance(exc, TimeoutError) else "connection"
+            raise ToolError(f"SMTP {type(exc).__name__}: {exc}", kind,
+                            maybe_sent=connected) from exc
+        return {"message_id": message["Message-ID"],
+                "refused": sorted(refused) if refused else []}
+
+
+def message_id(key: str | None, sender: str) -> str:
+    """A Message-ID that depends only on the idempotency key (random without one)."""
+    import hashlib
+    import uuid
+
+    domain = sender.rpartition("@")[2].strip(" >") or "runner.invalid"
+    token = hashlib.sha256(key.encode()).hexdigest()[:40] if key else uuid.uuid4().hex
+    return f"<{token}@{domain}>"
+
+
 # Tool kinds -> implementation; the schema's tool kinds must equal these keys.
-TOOL_KINDS: dict[str, Callable[..., ToolKind]] = {"python": PythonTool, "http": HttpTool}
+TOOL_KINDS: dict[str, Callable[..., ToolKind]] = {
+    "python": PythonTool, "http": HttpTool, "smtp": SmtpTool}

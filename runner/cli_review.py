@@ -1,0 +1,230 @@
+"""Commands for the people on call: `runner review ...` and `runner dlq ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from runner.cli_runs import EXIT_OK, _common, _outcome, _short, _store, _table, _timeline
+from runner.errors import UsageError
+
+
+def add_review_commands(commands: Any) -> None:
+    """Add `review` and `dlq` to the `runner` parser."""
+    review = commands.add_parser("review", help="the human review queue (escalated runs)")
+    actions = review.add_subparsers(title="actions", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="escalated runs waiting for a person")
+    listing.add_argument("--flow", metavar="NAME")
+    _common(listing)
+    listing.set_defaults(command=cmd_review_list)
+    show = actions.add_parser("show", help="why a run stopped, what it proposes, its audit")
+    show.add_argument("run_id", metavar="RUN")
+    _common(show)
+    show.set_defaults(command=cmd_review_show)
+    approve = actions.add_parser("approve", help="accept (or edit) and continue the run")
+    approve.add_argument("run_id", metavar="RUN")
+    approve.add_argument("--as", dest="who", metavar="NAME",
+                         help="who decides (default: git user.name, else the OS user)")
+    edit = approve.add_mutually_exclusive_group()
+    edit.add_argument("--edit", metavar="FILE", help="JSON file with the corrected output")
+    edit.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE",
+                      help="change one field of the output (repeatable)")
+    approve.add_argument("--note", metavar="TEXT")
+    approve.add_argument("--hash", metavar="HASH",
+                         help="refuse if the proposal no longer has this hash (from show)")
+    _common(approve)
+    approve.set_defaults(command=cmd_review_approve)
+    reject = actions.add_parser("reject", help="close the run; nothing more of it runs")
+    reject.add_argument("run_id", metavar="RUN")
+    reject.add_argument("--reason", required=True, metavar="TEXT")
+    reject.add_argument("--as", dest="who", metavar="NAME")
+    _common(reject)
+    reject.set_defaults(command=cmd_review_reject)
+    retry = actions.add_parser("retry", help="run again from a step")
+    retry.add_argument("run_id", metavar="RUN")
+    retry.add_argument("--from", dest="from_step", metavar="STEP", required=True)
+    retry.add_argument("--as", dest="who", metavar="NAME")
+    retry.add_argument("--note", metavar="TEXT")
+    _common(retry)
+    retry.set_defaults(command=cmd_review_retry)
+    expire = actions.add_parser("expire", help="apply the flows' review expiry")
+    _common(expire)
+    expire.set_defaults(command=cmd_review_expire)
+
+    dlq = commands.add_parser("dlq", help="the dead-letter queue (failed runs)")
+    actions = dlq.add_subparsers(title="actions", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="failed runs")
+    listing.add_argument("--flow", metavar="NAME")
+    _common(listing)
+    listing.set_defaults(command=cmd_dlq_list)
+    show = actions.add_parser("show", help="a failed run: input, error, attempts")
+    show.add_argument("run_id", metavar="RUN")
+    _common(show)
+    show.set_defaults(command=cmd_review_show)
+    retry = actions.add_parser("retry", help="resume at the failed step (or --from STEP)")
+    retry.add_argument("run_id", metavar="RUN")
+    retry.add_argument("--from", dest="from_step", metavar="STEP")
+    retry.add_argument("--as", dest="who", metavar="NAME")
+    _common(retry)
+    retry.set_defaults(command=cmd_dlq_retry)
+    drop = actions.add_parser("drop", help="archive a failed run, keeping its audit trail")
+    drop.add_argument("run_id", metavar="RUN")
+    drop.add_argument("--as", dest="who", metavar="NAME")
+    drop.add_argument("--note", metavar="TEXT")
+    _common(drop)
+    drop.set_defaults(command=cmd_dlq_drop)
+
+
+def _desk(args: argparse.Namespace) -> Any:
+    from runner.engine import Engine
+    from runner.review import Desk
+
+    return Desk(Engine(_store(args)))
+
+
+def _age(moment: datetime) -> str:
+    seconds = max(0, int((datetime.now(UTC) - moment).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _proposal_json(p: Any) -> dict[str, Any]:
+    return {"run": p.run.id, "flow": p.run.flow_name, "status": p.run.status,
+            "step": p.step_id, "reason": p.run.reason, "score": p.score, "method": p.method,
+            "proposed_step": p.target, "proposed_output": p.content,
+            "content_hash": p.content_hash, "effect_in_doubt": p.effect_key,
+            "error": p.run.error, "input": p.run.input,
+            "updated_at": p.run.updated_at.isoformat()}
+
+
+def _queue(args: argparse.Namespace, out: TextIO, status: str) -> int:
+    items = _desk(args).queue(status=status, flow=args.flow)
+    if args.format == "json":
+        json.dump([_proposal_json(p) for p in items], out, indent=2, default=str)
+        out.write("\n")
+        return EXIT_OK
+    if not items:
+        print("nothing waiting" if status == "escalated" else "no failed runs", file=out)
+        return EXIT_OK
+    header = ("RUN", "FLOW", "STEP", "REASON", "SCORE", "AGE") if status == "escalated" \
+        else ("RUN", "FLOW", "STEP", "ERROR", "AGE")
+    rows = [header]
+    for p in items:
+        score = "-" if p.score is None else f"{p.score:.2f}"
+        why = _short(p.run.reason or "", 60)
+        rows.append((p.run.id, p.run.flow_name, p.step_id, why, score, _age(p.run.updated_at))
+                    if status == "escalated" else
+                    (p.run.id, p.run.flow_name, p.step_id, why, _age(p.run.updated_at)))
+    _table(rows, out)
+    return EXIT_OK
+
+
+def cmd_review_list(args: argparse.Namespace, out: TextIO) -> int:
+    return _queue(args, out, "escalated")
+
+
+def cmd_dlq_list(args: argparse.Namespace, out: TextIO) -> int:
+    return _queue(args, out, "failed")
+
+
+def cmd_review_show(args: argparse.Namespace, out: TextIO) -> int:
+    desk = _desk(args)
+    p = desk.proposal(args.run_id)
+    events = desk.store.events(p.run.id)
+    if args.format == "json":
+        data = _proposal_json(p)
+        data["decisions"] = [d.__dict__ for d in desk.store.decisions(p.run.id)]
+        data["events"] = [{"at": e.at.isoformat(), "kind": e.kind, "step": e.step_id,
+                           "data": e.data} for e in events]
+        json.dump(data, out, indent=2, default=str)
+        out.write("\n")
+        return EXIT_OK
+    print(f"run      {p.run.id} ({p.run.flow_name}), {p.run.status} {_age(p.run.updated_at)}"
+          " ago", file=out)
+    print(f"stopped  at {p.step_id}: {p.run.reason or '-'}", file=out)
+    if p.score is not None:
+        print(f"score    {p.score:.3f} ({p.method})", file=out)
+    if p.effect_key:
+        print(f"in doubt effect {p.effect_key} may have happened: approve if it did, "
+              f"retry --from {p.step_id} if it did not", file=out)
+    print(f"input    {_short(json.dumps(p.run.input, ensure_ascii=False), 300)}", file=out)
+    if p.run.status == "escalated":
+        shown = json.dumps(p.content, indent=2, ensure_ascii=False)
+        print(f"proposed output of {p.target} (hash {p.content_hash[:12]}):", file=out)
+        print("  " + "\n  ".join(shown.splitlines()[:40]), file=out)
+        print(f"decide   runner review approve {p.run.id} --hash {p.content_hash[:12]}"
+              f" | runner review reject {p.run.id} --reason TEXT", file=out)
+    elif p.run.error:
+        print(f"error    {_short(p.run.error.get('message', ''), 300)}", file=out)
+        print(f"decide   runner dlq retry {p.run.id} | runner dlq drop {p.run.id}", file=out)
+    print("audit trail:", file=out)
+    _timeline(events, out)
+    return EXIT_OK
+
+
+def cmd_review_approve(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.review import reviewer
+
+    content, edited = None, False
+    if args.edit:
+        try:
+            content = json.loads(Path(args.edit).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"--edit {args.edit}: {exc}") from exc
+        edited = True
+    who = reviewer(args.who)
+    result = _desk(args).approve(args.run_id, who, content=content, edited=edited,
+                                 sets=tuple(args.sets), note=args.note, expect_hash=args.hash)
+    print(f"approved by {who}", file=sys.stderr)
+    return _outcome(result, 0.0, args.format, out)
+
+
+def cmd_review_reject(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.review import reviewer
+
+    who = reviewer(args.who)
+    _desk(args).reject(args.run_id, who, args.reason)
+    print(f"run {args.run_id} rejected by {who}: {args.reason}", file=out)
+    return EXIT_OK
+
+
+def cmd_review_retry(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.review import reviewer
+
+    result = _desk(args).retry(args.run_id, reviewer(args.who), args.from_step, args.note)
+    return _outcome(result, 0.0, args.format, out)
+
+
+def cmd_review_expire(args: argparse.Namespace, out: TextIO) -> int:
+    moved = _desk(args).expire()
+    if args.format == "json":
+        json.dump([{"run": r, "route": route} for r, route in moved], out, indent=2)
+        out.write("\n")
+    else:
+        for run_id, route in moved:
+            print(f"run {run_id} expired -> {route}", file=out)
+        print(f"{len(moved)} expired", file=out)
+    return EXIT_OK
+
+
+def cmd_dlq_retry(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.review import reviewer
+
+    result = _desk(args).retry(args.run_id, reviewer(args.who), args.from_step,
+                               statuses=("failed",))
+    return _outcome(result, 0.0, args.format, out)
+
+
+def cmd_dlq_drop(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.review import reviewer
+
+    who = reviewer(args.who)
+    _desk(args).drop(args.run_id, who, args.note)
+    print(f"run {args.run_id} archived by {who}", file=out)
+    return EXIT_OK
