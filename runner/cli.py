@@ -80,9 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from runner.cli_review import add_review_commands
     from runner.cli_runs import add_run_commands
+    from runner.cli_test import add_test_command
 
     add_run_commands(commands)
     add_review_commands(commands)
+    add_test_command(commands)
     return parser
 
 

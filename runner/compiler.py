@@ -133,8 +133,8 @@ def _check_policy_nothing(checker: _Checker, policy: Any) -> None:
 
 
 def _check_policy_expression(checker: _Checker, policy: Any) -> None:
-    checker.template((*policy.path, "check"), "{{ " + policy.value + " }}",
-                     ("text", "input", "run", "env"), expression=True)
+    checker.template((*policy.path, "check"), policy.value,
+                     ("text", "input", "steps", "run", "env"), expression=True)
 
 
 def _check_policy_judge(checker: _Checker, policy: Any) -> None:
@@ -178,6 +178,7 @@ class _Checker:
         self.problems: list[Problem] = []
         self.ids = [s.id for s in flow.steps]
         self.available: dict[str, frozenset[str]] = {}
+        self.valid: dict[int, bool] = {}  # id of an author's schema -> whether it is valid
 
     def add(self, path: Path_, message: str, *, key: bool = False) -> None:
         self.problems.append(self.doc.problem(path, message, key=key))
@@ -350,7 +351,7 @@ class _Checker:
             self.template((*step.path, "text"), step.text, STEP_ROOTS, step=step)
         elif isinstance(step, SwitchStep):
             for i, case in enumerate(step.cases):
-                self.template((*step.path, "switch", i, "when"), "{{ " + case.when + " }}",
+                self.template((*step.path, "switch", i, "when"), case.when,
                               STEP_ROOTS, step=step, expression=True)
 
     def llm_step(self, step: LlmStep) -> None:
@@ -404,12 +405,12 @@ class _Checker:
                  step: Step | None = None, expression: bool = False) -> None:
         if not expression and not templates.is_template(text):
             return
-        if expression and text.strip().startswith("{{ {{"):
+        if expression and text.strip().startswith("{{"):
             self.add(path, "a condition is a bare jinja expression: write it without "
                      "`{{ }}`")
             return
         try:
-            tree = templates.parse(text)
+            tree = templates.parse_expression(text) if expression else templates.parse(text)
         except templates.TemplateSyntaxError as exc:
             what = "expression" if expression else "template"
             self.add(path, f"{what} does not parse: {exc}")
@@ -430,12 +431,12 @@ class _Checker:
                    f"{_suggest(ref.root, roots)}"
         chain = ref.chain
         if ref.root == "input":
-            return _schema_field(self.flow.input_schema, chain, "input")
+            return _schema_field(self.sound(self.flow.input_schema), chain, "input")
         fields = ALERT_RUN_FIELDS if roots == NOTIFY_ROOTS else RUN_FIELDS
         if ref.root == "run" and chain and chain[0] not in fields:
             return f"`run.{chain[0]}` does not exist: run has {', '.join(fields)}"
         if ref.root == "output" and isinstance(step, LlmStep):
-            return _schema_field(step.output_schema, chain, "output")
+            return _schema_field(self.sound(step.output_schema), chain, "output")
         if ref.root == "steps" and chain and step is not None:
             return self.step_reference(step, chain)
         return None
@@ -449,8 +450,15 @@ class _Checker:
         if target not in self.available.get(step.id, frozenset()):
             return f"`steps.{target}` may not have run yet when `{step.id}` runs: " \
                    f"some path reaches `{step.id}` without completing `{target}`"
-        return _schema_field(_output_schema(self.flow, target), chain[2:],
+        return _schema_field(self.sound(_output_schema(self.flow, target)), chain[2:],
                              f"steps.{target}.output")
+
+    def sound(self, schema: Any) -> Any:
+        """The schema if it is a valid JSON Schema, else None (its problems are reported
+        on their own; reading fields through a broken schema proves nothing)."""
+        if id(schema) not in self.valid:
+            self.valid[id(schema)] = not schema_problems(schema)
+        return schema if self.valid[id(schema)] else None
 
 
 def _route_path(step: Step, trigger: str) -> Path_:

@@ -77,8 +77,10 @@ class Engine:
     def __init__(self, store: SqlStore, *, clock: Clock | None = None,
                  environ: Mapping[str, str] | None = None, http_transport: Any = None,
                  rng: random.Random | None = None, llm: LLMClient | None = None,
+                 tools: Mapping[str, ToolKind] | None = None,
                  max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> None:
         self.store = store
+        self._tool_overrides = dict(tools or {})  # by tool name: fakes for flow tests
         self._llm = llm
         self.clock = clock or SystemClock()
         # A snapshot: templates read `env.X` and `secret.X` from it on every step.
@@ -323,6 +325,8 @@ class Engine:
         return StepResult("ok", output, len(attempts) + 1, events, (key, "done", output))
 
     def _tool(self, compiled: CompiledFlow, tool: Tool) -> ToolKind:
+        if tool.name in self._tool_overrides:
+            return self._tool_overrides[tool.name]
         cache_key = (compiled.flow.digest, tool.name)
         if cache_key not in self._tools:
             self._tools[cache_key] = TOOL_KINDS[tool.kind](

@@ -8,7 +8,7 @@ import re
 from runner.compiler import CompiledFlow, Edge
 from runner.model import ENDINGS, SwitchStep
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9 _.=!<>'()\[\]-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9 _.=!<>'()\[\]+*/%,|-]+")
 
 
 def label(compiled: CompiledFlow, edge: Edge) -> str:

@@ -22,6 +22,16 @@ def search_roots(flow_file: Path) -> list[Path]:
     return [folder]
 
 
+def module_root(flow_file: Path, module: str) -> Path | None:
+    """The folder that `module` (dotted) is found under, searching as validate does."""
+    relative = Path(*module.split("."))
+    for root in search_roots(flow_file):
+        if (root / relative.with_suffix(".py")).is_file() or \
+                (root / relative / "__init__.py").is_file():
+            return root
+    return None
+
+
 def locate_python_target(flow_file: Path, target: str) -> tuple[Path | None, str | None]:
     """Find `module:function` without importing it: (file, None) or (None, problem)."""
     module, _, name = target.partition(":")

@@ -316,7 +316,10 @@ def resolve_plain(text: str) -> Any:
     if text in _TRUE or text in _FALSE:
         return text in _TRUE
     if _INT.fullmatch(text):
-        return int(text, 0) if text[:2] in ("0o", "0x") else int(text)
+        try:
+            return int(text, 0) if text[:2] in ("0o", "0x") else int(text)
+        except ValueError:  # more digits than Python converts: leave it as text
+            return text
     if _FLOAT.fullmatch(text):
         return float(text)
     if text in _INF or text in _NAN:

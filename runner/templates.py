@@ -59,11 +59,23 @@ def parse(text: str) -> nodes.Template:
         return environment().parse(text)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateSyntaxError(exc.message or "syntax error", exc.lineno) from exc
+    except RecursionError as exc:
+        raise TemplateSyntaxError("nested too deeply", 1) from exc
 
 
 def parse_expression(text: str) -> nodes.Template:
-    """The syntax tree of a bare jinja expression such as a switch condition."""
-    return parse("{{ " + text + " }}")
+    """The syntax tree of a bare jinja expression such as a switch condition; it must be
+    one expression and nothing after it."""
+    tree = parse("{{ " + text + " }}")  # jinja words its errors best in a template
+    try:
+        _expression(text)
+    except jinja2.TemplateSyntaxError as exc:
+        message = "one expression only, and nothing after it" \
+            if exc.message == "chunk after expression" else exc.message
+        raise TemplateSyntaxError(message or "syntax error", exc.lineno) from exc
+    except RecursionError as exc:
+        raise TemplateSyntaxError("nested too deeply", 1) from exc
+    return tree
 
 
 def references(tree: nodes.Node) -> list[Reference]:

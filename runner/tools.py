@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from runner.errors import ToolError
 from runner.model import Tool
-from runner.python_target import search_roots
+from runner.python_target import module_root
 
 _IMPORT_LOCK = threading.Lock()
 
@@ -62,11 +62,13 @@ class PythonTool:
         if self._function is None:
             assert self.tool.python is not None
             module, _, name = self.tool.python.partition(":")
+            root = module_root(self.flow_file, module)
+            if root is None:
+                raise ToolError(f"cannot find module {module} for tool {self.tool.name}",
+                                "exception")
             with _IMPORT_LOCK:
-                for root in reversed(search_roots(self.flow_file)):
-                    if str(root) not in sys.path:
-                        sys.path.insert(0, str(root))
-                self._function = getattr(importlib.import_module(module), name)
+                package = _flow_package(root)
+                self._function = getattr(importlib.import_module(f"{package}.{module}"), name)
         return self._function
 
     def __call__(self, call: Call) -> Any:
@@ -87,6 +89,23 @@ class PythonTool:
             raise ToolError(f"connection failed: {exc}", "connection") from exc
         except Exception as exc:
             raise ToolError(f"{type(exc).__name__}: {exc}", "exception") from exc
+
+
+def _flow_package(root: Path) -> str:
+    """A package of its own for each folder that tools are imported from, so that two
+    flow folders that both have `tools/orders.py` never get each other's module.
+    The folder also goes on sys.path, for the tools' own imports of their neighbours."""
+    import hashlib
+    import types
+
+    name = "_runner_tools_" + hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    if name not in sys.modules:
+        package = types.ModuleType(name)
+        package.__path__ = [str(root)]
+        sys.modules[name] = package
+        if str(root) not in sys.path:
+            sys.path.append(str(root))
+    return name
 
 
 def _accepts(function: Callable[..., Any], name: str) -> bool:
