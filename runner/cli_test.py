@@ -23,6 +23,18 @@ def add_test_command(commands: Any) -> None:
                       help="fail when less than P percent of the routes were exercised")
     test.set_defaults(command=cmd_test)
 
+    record = commands.add_parser(
+        "record", help="run a flow once for real and write it as a test case")
+    record.add_argument("flow", metavar="FLOW")
+    record.add_argument("--input", metavar="FILE", required=True,
+                        help="JSON file with the run input, or - for standard input")
+    record.add_argument("--name", default="recorded run", help="the new case's name")
+    record.add_argument("--append", action="store_true",
+                        help="add the case to the flow's .test.yaml instead of printing it")
+    record.add_argument("--db", metavar="URL", help="where the recorded run is kept "
+                        "(default: in memory)")
+    record.set_defaults(command=cmd_record)
+
 
 def find_test_files(paths: list[str]) -> list[Path]:
     """Test files named, beside named flows, or under named directories."""
@@ -89,6 +101,35 @@ def cmd_test(args: argparse.Namespace, out: TextIO) -> int:
               file=sys.stderr)
         return EXIT_FAILED
     return EXIT_FAILED if failed or broken else EXIT_OK
+
+
+def cmd_record(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.cli_runs import _read_input
+    from runner.engine import Engine
+    from runner.flows import load_flow
+    from runner.llm import LiteLLMClient
+    from runner.local_models import LocalModels
+    from runner.record import append_case, case_yaml, record_case
+    from runner.store import SqlStore
+
+    try:
+        compiled = load_flow(args.flow)
+    except FlowError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_FAILED
+    store = SqlStore(args.db) if args.db else SqlStore.memory()
+    case = record_case(compiled, _read_input(args.input), args.name,
+                       LiteLLMClient(LocalModels()),
+                       lambda **kwargs: Engine(store, **kwargs))
+    if args.append:
+        flow = Path(args.flow)
+        target = flow.with_name(flow.stem + ".test" + flow.suffix)
+        append_case(target, case)
+        print(f"added case {args.name!r} to {target}", file=out)
+    else:
+        out.write(case_yaml(case))
+    return EXIT_OK
 
 
 def write_junit(path: str, results: list[Any]) -> None:

@@ -186,6 +186,13 @@ def run_case(test: TestFile, case: Case) -> CaseResult:
     from runner.engine import Engine
 
     started = time.perf_counter()
+    unscripted = [name for name, tool in test.compiled.flow.tools.items()
+                  if name not in case.tools and (tool.effect or tool.kind != "python")]
+    if unscripted:
+        return CaseResult(test.path, case.name, [
+            f"tool {name} changes the world or calls out ({test.compiled.flow.tools[name].kind}"
+            f"{', effect' if test.compiled.flow.tools[name].effect else ''}): script its "
+            f"results under `tools: {{{name}: [...]}}`" for name in unscripted])
     store = SqlStore.memory()
     llm = ScriptedLLM(case.llm)
     tools = {name: ScriptedTool(results) for name, results in case.tools.items()}
