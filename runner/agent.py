@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from runner.errors import LLMError, StepError
 from runner.llm_steps import Session, messages_for
 from runner.model import AgentStep, Tool
+from runner.retry import Attempt, RetriesExhaustedError
 from runner.schema import instance_problems
 from runner.store import Event
 
@@ -106,11 +107,19 @@ class AgentLoop:
         if problems:
             return {"error": "the arguments do not match the tool's input schema: "
                     + "; ".join(problems)}
+        from runner.engine import failure
+
         key = f"{self.state.run_id}:{self.step.id}:{self.seq}:{turn}:{call_id}"
-        result = self.engine.call_tool(self.compiled, self.step, tool, args, self.state, key)
+        try:
+            result = self.engine.call_tool(self.compiled, self.step, tool, args, self.state,
+                                           key)
+        except RetriesExhaustedError as exc:
+            result = failure(self.step, exc, exc.attempts)
+        except StepError as exc:
+            result = failure(self.step, exc, [Attempt(1, exc.kind, str(exc), None)])
         self.session.events += result.events
         if result.outcome != "ok":
-            raise ToolFailedError(result)
+            raise ToolFailedError(name, result)
         return result.output
 
     def _commit(self, event: Event) -> None:
@@ -121,10 +130,12 @@ class AgentLoop:
 class ToolFailedError(StepError):
     """A tool the agent called failed after its retries, or its effect is in doubt."""
 
-    def __init__(self, result: StepResult) -> None:
+    def __init__(self, tool: str, result: StepResult) -> None:
+        message = f"tool {tool} failed: {(result.error or {}).get('message', result.outcome)}"
+        if result.error:
+            result.error["message"] = message
         self.result = result
-        message = (result.error or {}).get("message", result.outcome)
-        super().__init__(f"tool call failed: {message}", result.outcome)
+        super().__init__(message, result.outcome)
 
 
 def run_agent_step(engine: Engine, compiled: CompiledFlow, step: AgentStep,

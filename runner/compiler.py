@@ -88,7 +88,8 @@ def _edges(flow: Flow) -> Iterator[Edge]:
             yield Edge(step.id, "budget_exceeded", flow.budget.on_exceeded)
         names = [step.tool] if isinstance(step, ToolStep) else (
             list(step.tools) if isinstance(step, AgentStep) else [])
-        if any(flow.tools[n].effect and not flow.tools[n].idempotent for n in names):
+        tools = [flow.tools[n] for n in names if n in flow.tools]
+        if any(tool.effect and not tool.idempotent for tool in tools):
             # An effect whose outcome is unknown is never re-sent blindly: a person looks.
             yield Edge(step.id, "in_doubt", "human_review")
 
@@ -246,7 +247,15 @@ class _Checker:
 
     def graph(self) -> None:
         steps = {s.id: s for s in self.flow.steps}
-        reached = reachable(self.ids[0], lambda s: steps[s].routes().values(), steps)
+        successors: dict[str, list[str]] = {}
+        for edge in _edges(self.flow):
+            successors.setdefault(edge.source, []).append(edge.dest)
+        review = self.flow.review
+        if review and review.on_expired in steps:  # an expired review continues there
+            for dests in successors.values():
+                if "human_review" in dests:
+                    dests.append(review.on_expired)
+        reached = reachable(self.ids[0], lambda s: successors.get(s, []), steps)
         for step in self.flow.steps:
             if step.id not in reached:
                 self.add((*step.path, "id"), f"step `{step.id}` is never reached: no route "

@@ -229,9 +229,9 @@ class Engine:
                 "message": str(exc)})], reason=str(exc),
                 error={"kind": exc.kind, "message": str(exc)})
         except RetriesExhaustedError as exc:
-            return _failure(step, exc, exc.attempts)
+            return failure(step, exc, exc.attempts)
         except StepError as exc:
-            return _failure(step, exc, [Attempt(1, exc.kind, str(exc), None)])
+            return failure(step, exc, [Attempt(1, exc.kind, str(exc), None)])
 
     def redactor(self, compiled: CompiledFlow) -> Callable[[Any], Any]:
         """Removes the flow's secrets from anything about to be stored."""
@@ -316,7 +316,7 @@ class Engine:
         except RetriesExhaustedError as exc:
             if isinstance(exc.last, ToolError) and exc.last.maybe_sent and not tool.idempotent:
                 return _in_doubt(step, key, str(exc.last), _attempt_events(step, exc.attempts))
-            result = _failure(step, exc, exc.attempts)
+            result = failure(step, exc, exc.attempts)
             result.effect = (key, "failed", {"error": str(exc)})
             return result
         events = _attempt_events(step, attempts)
@@ -361,7 +361,7 @@ class Engine:
             raise
         except StepError as exc:  # the session's events already hold every attempt
             attempts = getattr(exc, "attempts", [Attempt(1, exc.kind, str(exc), None)])
-            return replace(_failure(step, exc, attempts), events=session.events)
+            return replace(failure(step, exc, attempts), events=session.events)
         return StepResult(outcome, output, 1, session.events, reason=reason)
 
     def agent_step(self, compiled: CompiledFlow, step: Step, state: _RunState) -> StepResult:
@@ -378,7 +378,7 @@ class Engine:
             return replace(exc.result, events=session.events)
         except StepError as exc:
             attempts = getattr(exc, "attempts", [Attempt(1, exc.kind, str(exc), None)])
-            return replace(_failure(step, exc, attempts), events=session.events)
+            return replace(failure(step, exc, attempts), events=session.events)
         return StepResult("ok", output, 1, session.events)
 
     # -- switch steps ------------------------------------------------------------------
@@ -440,7 +440,7 @@ def _render_request(tool: Tool, ctx: dict[str, Any]) -> dict[str, Any] | None:
     return request
 
 
-def _failure(step: Step, exc: StepError, attempts: list[Attempt]) -> StepResult:
+def failure(step: Step, exc: StepError, attempts: list[Attempt]) -> StepResult:
     """The error outcome, carrying every attempt's error (each also an event)."""
     error = {"kind": exc.kind, "message": str(exc),
              "attempts": [{"number": a.number, "kind": a.kind, "message": a.message,
