@@ -36,6 +36,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except UsageError as exc:
         print(f"runner: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except FlowError as exc:  # an author's file: every problem, located, no traceback
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_FAILED
     except RunnerError as exc:
         print(f"runner: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -154,12 +158,7 @@ def cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
     from runner.flows import load_flow
     from runner.graph import FORMATS
 
-    try:
-        compiled = load_flow(args.flow)
-    except FlowError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return EXIT_FAILED
+    compiled = load_flow(args.flow)  # a FlowError is reported by main()
     out.write(FORMATS[args.format](compiled))
     return EXIT_OK
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from runner.errors import FlowError, UsageError
+from runner.errors import UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_ESCALATED = 0, 1, 4
 _STATUS_EXIT = {"completed": EXIT_OK, "failed": EXIT_FAILED, "escalated": EXIT_ESCALATED,
@@ -82,12 +82,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from runner.engine import DEFAULT_MAX_INPUT_BYTES, Engine
     from runner.flows import load_flow
 
-    try:
-        compiled = load_flow(args.flow)
-    except FlowError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return EXIT_FAILED
+    compiled = load_flow(args.flow)  # a FlowError is reported by main()
     limit = args.max_input_bytes or int(os.environ.get("RUNNER_MAX_INPUT_BYTES",
                                                        DEFAULT_MAX_INPUT_BYTES))
     started = time.perf_counter()

@@ -112,12 +112,7 @@ def cmd_record(args: argparse.Namespace, out: TextIO) -> int:
     from runner.record import append_case, case_yaml, record_case
     from runner.store import SqlStore
 
-    try:
-        compiled = load_flow(args.flow)
-    except FlowError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return EXIT_FAILED
+    compiled = load_flow(args.flow)  # a FlowError is reported by main()
     store = SqlStore(args.db) if args.db else SqlStore.memory()
     case = record_case(compiled, _read_input(args.input), args.name,
                        LiteLLMClient(LocalModels()),

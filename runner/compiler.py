@@ -24,6 +24,7 @@ from runner.model import (
     ConfidenceGate,
     Flow,
     LlmStep,
+    ModelStep,
     PolicyStep,
     Step,
     SwitchStep,
@@ -84,7 +85,7 @@ def _edges(flow: Flow) -> Iterator[Edge]:
     for step in flow.steps:
         for trigger, dest in step.routes().items():
             yield Edge(step.id, trigger, dest)
-        if flow.budget and isinstance(step, LlmStep | AgentStep | PolicyStep):
+        if flow.budget and isinstance(step, ModelStep | PolicyStep):
             yield Edge(step.id, "budget_exceeded", flow.budget.on_exceeded)
         names = [step.tool] if isinstance(step, ToolStep) else (
             list(step.tools) if isinstance(step, AgentStep) else [])
@@ -281,7 +282,7 @@ class _Checker:
             found += [((*tool.path, "input"), tool.input_schema),
                       ((*tool.path, "output"), tool.output_schema)]
         for step in self.flow.steps:
-            if isinstance(step, LlmStep | AgentStep) and step.output_schema is not None:
+            if isinstance(step, ModelStep) and step.output_schema is not None:
                 found.append(((*step.path, step.kind, "output"), step.output_schema))
         for path, schema in found:
             for inner, message in schema_problems(schema):
@@ -490,7 +491,7 @@ def _strings(value: Any, path: Path_) -> Iterator[tuple[Path_, str]]:
 
 def _output_schema(flow: Flow, step_id: str) -> Any:
     step = flow.step(step_id)
-    if isinstance(step, LlmStep | AgentStep):
+    if isinstance(step, ModelStep):
         return step.output_schema
     if isinstance(step, ToolStep) and step.tool in flow.tools:
         return flow.tools[step.tool].output_schema

@@ -219,7 +219,7 @@ class Engine:
 
     def _run_step(self, compiled: CompiledFlow, step: Step, state: _RunState) -> StepResult:
         try:
-            runner = _STEP_KINDS.get(step.kind)
+            runner = STEP_KINDS.get(step.kind)
             if runner is None:
                 raise StepError(f"{step.kind} steps cannot run in this version of runner",
                                 "unsupported")
@@ -407,7 +407,8 @@ class Engine:
         return StepResult("ok", {"violations": []}, events=events)
 
 
-_STEP_KINDS: dict[str, Callable[[Engine, CompiledFlow, Step, _RunState], StepResult]] = {
+# Step kinds -> how the engine runs them; the schema's step kinds must equal these keys.
+STEP_KINDS: dict[str, Callable[[Engine, CompiledFlow, Step, _RunState], StepResult]] = {
     "llm": Engine.llm_step,
     "agent": Engine.agent_step,
     "tool": Engine.tool_step,

@@ -131,14 +131,20 @@ class Step:
 
 
 @dataclass(frozen=True, kw_only=True)
-class LlmStep(Step):
-    """Ask a model; optionally gate its answer on a confidence score."""
+class ModelStep(Step):
+    """What steps that ask a model share: the model, the prompts, the answer's schema."""
 
     model: str | None
     system: str | None
     prompt: str
     output_schema: Any
     repairs: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class LlmStep(ModelStep):
+    """Ask a model; optionally gate its answer on a confidence score."""
+
     confidence: ConfidenceGate | None
     on_low_confidence: str
 
@@ -152,16 +158,11 @@ class LlmStep(Step):
 
 
 @dataclass(frozen=True, kw_only=True)
-class AgentStep(Step):
+class AgentStep(ModelStep):
     """A model calls the flow's tools in a loop, then answers."""
 
-    model: str | None
-    system: str | None
-    prompt: str
     tools: tuple[str, ...]
     max_turns: int
-    output_schema: Any
-    repairs: int
 
     kind = "agent"
 

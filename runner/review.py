@@ -23,7 +23,7 @@ from typing import Any
 from runner import templates
 from runner.engine import Engine, RunResult
 from runner.errors import StoreError, UsageError
-from runner.model import ENDINGS, AgentStep, LlmStep, PolicyStep, ToolStep
+from runner.model import ENDINGS, ModelStep, PolicyStep, ToolStep
 from runner.schema import instance_problems
 from runner.store import Checkpoint, Decision, RunRecord, now, owner_id
 
@@ -211,7 +211,7 @@ def _target(step: Any) -> str:
 
 
 def _output_schema(flow: Any, step: Any) -> Any:
-    if isinstance(step, LlmStep | AgentStep):
+    if isinstance(step, ModelStep):
         return step.output_schema if step.output_schema is not None else {"type": "string"}
     if isinstance(step, ToolStep):
         return flow.tools[step.tool].output_schema
