@@ -11,6 +11,7 @@ import concurrent.futures
 import importlib
 import inspect
 import json
+import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -43,10 +44,13 @@ class ToolKind(Protocol):
 
 
 class PythonTool:
-    """Calls `module:function` with the arguments as keyword arguments.
+    """Calls `module:function` with the arguments as keyword arguments, under the
+    step's timeout.
 
-    The callable runs in a worker thread so that the step's timeout holds; a call that
-    times out cannot be stopped and is left to finish on its own.
+    On the main thread the call runs in place and a timer signal interrupts it when its
+    time is up (handing every call to another thread costs more than most tools take).
+    Elsewhere (batches run runs on worker threads) it runs on a pooled thread; a call
+    that times out there cannot be stopped and is left to finish on its own.
     """
 
     def __init__(self, tool: Tool, *, flow_file: Path, http_transport: Any = None) -> None:
@@ -77,8 +81,10 @@ class PythonTool:
         if call.idempotency_key is not None and _accepts(function, "idempotency_key"):
             kwargs["idempotency_key"] = call.idempotency_key
         try:
+            if _can_alarm():
+                return _with_alarm(function, kwargs, call.timeout_seconds)
             return self._pool.submit(function, **kwargs).result(timeout=call.timeout_seconds)
-        except concurrent.futures.TimeoutError as exc:
+        except (concurrent.futures.TimeoutError, _AlarmError) as exc:
             raise ToolError(f"no result after {call.timeout_seconds:g}s", "timeout",
                             maybe_sent=True) from exc
         except ToolError:
@@ -89,6 +95,30 @@ class PythonTool:
             raise ToolError(f"connection failed: {exc}", "connection") from exc
         except Exception as exc:
             raise ToolError(f"{type(exc).__name__}: {exc}", "exception") from exc
+
+
+class _AlarmError(Exception):
+    """Raised inside a python tool whose time ran out (BaseException would escape the
+    tool's own `except Exception`, but tools that swallow everything are rare and then
+    merely finish late)."""
+
+
+def _can_alarm() -> bool:
+    return hasattr(signal, "setitimer") and threading.current_thread() is \
+        threading.main_thread() and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+
+
+def _with_alarm(function: Callable[..., Any], kwargs: dict[str, Any], seconds: float) -> Any:
+    def ring(signum: int, frame: Any) -> None:
+        raise _AlarmError()
+
+    previous = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return function(**kwargs)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _flow_package(root: Path) -> str:
