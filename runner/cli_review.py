@@ -147,7 +147,10 @@ def cmd_review_show(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     print(f"run      {p.run.id} ({p.run.flow_name}), {p.run.status} {_age(p.run.updated_at)}"
           " ago", file=out)
-    print(f"stopped  at {p.step_id}: {p.run.reason or '-'}", file=out)
+    if p.run.failed_step:
+        print(f"stopped  at {p.step_id}: {p.run.reason or '-'}", file=out)
+    else:
+        print(f"status   {p.run.status}: nothing waits for a decision", file=out)
     if p.score is not None:
         print(f"score    {p.score:.3f} ({p.method})", file=out)
     if p.effect_key:
@@ -160,8 +163,9 @@ def cmd_review_show(args: argparse.Namespace, out: TextIO) -> int:
         print("  " + "\n  ".join(shown.splitlines()[:40]), file=out)
         print(f"decide   runner review approve {p.run.id} --hash {p.content_hash[:12]}"
               f" | runner review reject {p.run.id} --reason TEXT", file=out)
-    elif p.run.error:
-        print(f"error    {_short(p.run.error.get('message', ''), 300)}", file=out)
+    elif p.run.status == "failed":
+        if p.run.error:
+            print(f"error    {_short(p.run.error.get('message', ''), 300)}", file=out)
         print(f"decide   runner dlq retry {p.run.id} | runner dlq drop {p.run.id}", file=out)
     print("audit trail:", file=out)
     _timeline(events, out)

@@ -22,7 +22,7 @@ from typing import Any
 
 from runner import templates
 from runner.engine import Engine, RunResult
-from runner.errors import StoreError, UsageError
+from runner.errors import InputError, StoreError, UsageError
 from runner.model import ENDINGS, ModelStep, PolicyStep, ToolStep
 from runner.schema import instance_problems
 from runner.store import Checkpoint, Decision, RunRecord, now, owner_id
@@ -107,15 +107,17 @@ class Desk:
         value = content if edited else copy.deepcopy(proposal.content)
         for assignment in sets:
             value = _assign(value, assignment)
-        if edited or sets:
-            problems = instance_problems(proposal.schema, value)
-            if problems:
-                raise UsageError("the edited output does not match the output schema of "
-                                 f"step {proposal.target}: " + "; ".join(problems))
+        problems = instance_problems(proposal.schema, value)
+        if problems:
+            what = "the edited output" if edited or sets else "the proposed output"
+            hint = "" if edited or sets else "; give the output with --edit or --set"
+            raise InputError(f"{what} does not match the output schema of step "
+                             f"{proposal.target}: " + "; ".join(problems) + hint)
         compiled = self.engine.flow(proposal.run.flow_digest)
         step = compiled.flow.step(proposal.step_id)
         position = compiled.route(step.id, "default" if step.kind == "switch" else "ok")
-        checkpoint = Checkpoint(_next_seq(self.store, run_id), proposal.target, "approved",
+        checkpoint = Checkpoint(_next_seq(self.store, proposal.run.id), proposal.target,
+                                "approved",
                                 position, value, 0, now(), now())
         decision = Decision(proposal.run.id, proposal.step_id, "approved", by,
                             content_hash(value), note, value if (edited or sets) else None)
@@ -180,7 +182,9 @@ class Desk:
         if proposal.run.status != "escalated":
             raise StoreError(f"run {proposal.run.id} is {proposal.run.status}, not waiting for "
                              "review")
-        if expect_hash and not proposal.content_hash.startswith(expect_hash):
+        if expect_hash and len(expect_hash) < 8:
+            raise UsageError("--hash needs at least 8 characters of the hash shown")
+        if expect_hash and not proposal.content_hash.startswith(expect_hash.lower()):
             raise StoreError(f"run {proposal.run.id}: the proposal changed since it was shown "
                              f"(hash {expect_hash[:12]}, now {proposal.content_hash[:12]}); "
                              "look at it again")
