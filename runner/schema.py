@@ -63,9 +63,20 @@ def shape_problems(document: Document, schema_name: str) -> list[Problem]:
 
 def instance_problems(schema: Any, instance: Any) -> list[str]:
     """Problems of a value (run input, tool output) against an author's schema, as text."""
-    validator = jsonschema.Draft202012Validator(schema)
+    if schema is True or schema == {}:
+        return []
+    validator = _author_validator(json.dumps(schema, sort_keys=True))
+    if validator.is_valid(instance):
+        return []
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     return [f"{_spell(tuple(e.absolute_path))}: {_message(e)[1]}" for e in errors]
+
+
+@functools.lru_cache(maxsize=1024)
+def _author_validator(text: str) -> jsonschema.protocols.Validator:
+    """A validator per distinct schema, built once: building one costs more than most
+    validations. Keyed by the schema's JSON, so equal schemas share one."""
+    return jsonschema.Draft202012Validator(json.loads(text))
 
 
 def schema_problems(schema: Any) -> list[tuple[Path_, str]]:
