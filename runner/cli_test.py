@@ -57,13 +57,14 @@ def find_test_files(paths: list[str]) -> list[Path]:
 
 
 def cmd_test(args: argparse.Namespace, out: TextIO) -> int:
-    from runner.flowtest import coverage, load_test_file, run_case
+    from runner.flowtest import CaseResult, coverage, load_test_file, run_case
 
     files = find_test_files(args.paths)
     if not files:
         raise UsageError("no flow test files (*.test.yaml) found in " + ", ".join(args.paths))
     started = time.perf_counter()
-    results, broken, total_routes, missing_all = [], 0, 0, []
+    results: list[Any] = []
+    broken, total_routes, missing_all = 0, 0, []
     for path in files:
         try:
             test = load_test_file(path)
@@ -71,6 +72,8 @@ def cmd_test(args: argparse.Namespace, out: TextIO) -> int:
             broken += 1
             for problem in exc.problems:
                 print(problem, file=out)
+            results.append(CaseResult(str(path), "(the test file)",
+                                      [str(p) for p in exc.problems]))
             continue
         print(str(path), file=out)
         exercised: set[tuple[str, str]] = set()
@@ -86,11 +89,13 @@ def cmd_test(args: argparse.Namespace, out: TextIO) -> int:
         missing_all += missing
         for route in missing:
             print(f"  route not exercised: {test.compiled.flow.name}: {route}", file=out)
-    failed = sum(1 for r in results if not r.passed)
+    failed = sum(1 for r in results if not r.passed and r.case != "(the test file)")
+    cases = [r for r in results if r.case != "(the test file)"]
     percent = 100.0 * (total_routes - len(missing_all)) / total_routes if total_routes else 100.0
     print(f"route coverage: {total_routes - len(missing_all)}/{total_routes} "
           f"({percent:.0f}%)", file=out)
-    summary = f"{len(results)} cases: {len(results) - failed} passed, {failed} failed"
+    summary = f"{len(cases)} case{'s' * (len(cases) != 1)}: {len(cases) - failed} passed, " \
+        f"{failed} failed"
     if broken:
         summary += f"; {broken} test file{'s' * (broken != 1)} with problems"
     print(f"{summary} ({time.perf_counter() - started:.1f} s)", file=out)

@@ -78,9 +78,11 @@ class Engine:
                  environ: Mapping[str, str] | None = None, http_transport: Any = None,
                  rng: random.Random | None = None, llm: LLMClient | None = None,
                  tools: Mapping[str, ToolKind] | None = None,
+                 faults: Mapping[str, str] | None = None,
                  max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> None:
         self.store = store
         self._tool_overrides = dict(tools or {})  # by tool name: fakes for flow tests
+        self._faults = dict(faults or {})  # step id -> message: failures flow tests inject
         self._llm = llm
         self.clock = clock or SystemClock()
         # A snapshot: templates read `env.X` and `secret.X` from it on every step.
@@ -219,6 +221,8 @@ class Engine:
 
     def _run_step(self, compiled: CompiledFlow, step: Step, state: _RunState) -> StepResult:
         try:
+            if step.id in self._faults:
+                raise StepError(self._faults[step.id], "injected")
             runner = STEP_KINDS.get(step.kind)
             if runner is None:
                 raise StepError(f"{step.kind} steps cannot run in this version of runner",
@@ -304,6 +308,7 @@ class Engine:
     def _effect(self, compiled: CompiledFlow, step: Step, tool: Tool, call: Call,
                 state: _RunState) -> StepResult:
         key = call.idempotency_key or ""
+        self._tool(compiled, tool)  # ready before the ledger says `started`
         existing = self.store.start_effect(key, state.run_id, step.id, tool.name)
         if existing is not None and existing.status == "done":
             event = Event("effect", step.id, {"key": key, "status": "reused",

@@ -41,6 +41,7 @@ class Case:
     llm: Mapping[str, Sequence[Any]]
     tools: Mapping[str, Sequence[Mapping[str, Any]]]
     expect: Mapping[str, Any]
+    fail: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def load_test_file(path: str | Path) -> TestFile:
                                           f"no flow file {flow_file}")])
     compiled = load_flow(flow_file)
     cases = tuple(Case(c["name"], i, c["input"], c.get("llm", {}), c.get("tools", {}),
-                       c["expect"]) for i, c in enumerate(data["cases"]))
+                       c["expect"], c.get("fail", {})) for i, c in enumerate(data["cases"]))
     problems = _reference_problems(document, compiled, cases)
     if problems:
         raise FlowError(problems)
@@ -100,7 +101,9 @@ def _reference_problems(document: Document, compiled: CompiledFlow,
     problems = []
     for case in cases:
         base = ("cases", case.index)
-        named = [(("llm",), case.llm, steps, "step"), (("tools",), case.tools, tools, "tool")]
+        asking = [s.id for s in compiled.flow.steps if s.kind in ("llm", "agent", "policies")]
+        named = [(("llm",), case.llm, asking, "model step"),
+                 (("tools",), case.tools, tools, "tool"), (("fail",), case.fail, steps, "step")]
         for part in ("retries", "confidence"):
             named.append((("expect", part), case.expect.get(part, {}), steps, "step"))
         named.append((("expect", "effects"), case.expect.get("effects", {}), tools, "tool"))
@@ -170,14 +173,18 @@ class ScriptedTool:
     def __init__(self, results: Sequence[Mapping[str, Any]]) -> None:
         self.results = list(results)
         self.calls = 0
+        self.happened = 0  # calls that did (or may have) reached the other side
 
     def __call__(self, call: Call) -> Any:
         result = self.results[min(self.calls, len(self.results) - 1)]
         self.calls += 1
         if "error" in result:
             kind = result["error"]
+            sent = result.get("maybe_sent", kind == "timeout")
+            self.happened += 1 if sent else 0
             raise ToolError(result.get("message", f"scripted {kind}"), kind,
-                            result.get("retry_after"), maybe_sent=kind == "timeout")
+                            result.get("retry_after"), maybe_sent=sent)
+        self.happened += 1
         return result["result"]
 
 
@@ -197,7 +204,7 @@ def run_case(test: TestFile, case: Case) -> CaseResult:
     llm = ScriptedLLM(case.llm)
     tools = {name: ScriptedTool(results) for name, results in case.tools.items()}
     engine = Engine(store, llm=llm, clock=FakeClock(), rng=random.Random(0),
-                    environ=test.env, tools=tools)
+                    environ=test.env, tools=tools, faults=case.fail)
     outcome = CaseResult(test.path, case.name)
     try:
         result = engine.start(test.compiled, case.input)
@@ -226,7 +233,7 @@ def _actual(store: SqlStore, run_id: str, tools: Mapping[str, ScriptedTool],
             retries[event.step_id or ""] = retries.get(event.step_id or "", 0) + 1
         if event.kind == "confidence" and event.data.get("score") is not None:
             confidence[event.step_id or ""] = round(float(event.data["score"]), 3)
-    effects = {name: tool.calls for name, tool in tools.items()
+    effects = {name: tool.happened for name, tool in tools.items()
                if compiled.flow.tools[name].effect}
     outputs = {c.step_id: c.output for c in checkpoints if c.outcome != "error"}
     return {"status": record.status, "ending": record.position,
@@ -240,7 +247,8 @@ def compare(expect: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]:
     found: list[str] = []
     for key in ("status", "ending", "stopped_at"):
         if key in expect and expect[key] != actual[key]:
-            found.append(f"{key}: expected {expect[key]}, got {actual[key]}"
+            got = "nothing" if actual[key] is None else actual[key]
+            found.append(f"{key}: expected {expect[key]}, got {got}"
                          + (f" (reason: {actual['reason']})" if actual["reason"] else ""))
     if "steps" in expect and list(expect["steps"]) != actual["steps"]:
         diff = difflib.ndiff(list(expect["steps"]), actual["steps"])

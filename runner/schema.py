@@ -65,7 +65,7 @@ def instance_problems(schema: Any, instance: Any) -> list[str]:
     """Problems of a value (run input, tool output) against an author's schema, as text."""
     if schema is True or schema == {}:
         return []
-    validator = _author_validator(json.dumps(schema, sort_keys=True))
+    validator = _author_validator(json.dumps(schema))
     if validator.is_valid(instance):
         return []
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
@@ -75,7 +75,8 @@ def instance_problems(schema: Any, instance: Any) -> list[str]:
 @functools.lru_cache(maxsize=1024)
 def _author_validator(text: str) -> jsonschema.protocols.Validator:
     """A validator per distinct schema, built once: building one costs more than most
-    validations. Keyed by the schema's JSON, so equal schemas share one."""
+    validations. Keyed by the schema's JSON (in the author's key order, which is the
+    order its problems are reported in)."""
     return jsonschema.Draft202012Validator(json.loads(text))
 
 

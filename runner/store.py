@@ -245,8 +245,14 @@ class SqlStore:
 
     @contextlib.contextmanager
     def _begin(self) -> Iterator[sa.Connection]:
-        with self._lock, self.engine.begin() as conn:
-            yield conn
+        """A write transaction (on SQLite it takes the write lock from the start)."""
+        with self._lock, self.engine.connect() as conn:
+            conn.info["write"] = True
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info.pop("write", None)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sa.Connection]:
@@ -561,9 +567,10 @@ def _create_engine(url: str, *, durable: bool) -> sa.Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: sa.Connection) -> None:
-        # Take the write lock up front: a deferred transaction that reads, then writes,
-        # can fail at once with "database is locked" when another process writes too.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A write takes the lock up front: a deferred transaction that reads, then
+        # writes, can fail at once with "database is locked" when another process
+        # writes too. Reads stay deferred, so in WAL mode they never wait for writers.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
 
     return engine
 

@@ -134,6 +134,9 @@ def render(text: str, context: Mapping[str, Any]) -> Any:
         return value
     except jinja2.TemplateError as exc:
         raise StepError(f"template {text!r} failed: {exc}", "template") from exc
+    except Exception as exc:  # the data made the expression fail: None > 100, 1 / 0, ...
+        raise StepError(f"template {text!r} failed: {type(exc).__name__}: {exc}",
+                        "template") from exc
 
 
 def render_tree(value: Any, context: Mapping[str, Any]) -> Any:
@@ -156,3 +159,6 @@ def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
         return value
     except jinja2.TemplateError as exc:
         raise StepError(f"expression {expression!r} failed: {exc}", "template") from exc
+    except Exception as exc:  # the data made the expression fail: None > 100, 1 / 0, ...
+        raise StepError(f"expression {expression!r} failed: {type(exc).__name__}: {exc}",
+                        "template") from exc

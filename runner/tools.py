@@ -150,12 +150,14 @@ class HttpTool:
     """Sends the rendered request with httpx; an effect's key goes as `Idempotency-Key`."""
 
     def __init__(self, tool: Tool, *, flow_file: Path, http_transport: Any = None) -> None:
+        import httpx  # here, not at the call: an effect's in-doubt window stays short
+
         self.tool = tool
         self.transport = http_transport
+        self.httpx = httpx
 
     def __call__(self, call: Call) -> Any:
-        import httpx
-
+        httpx = self.httpx
         request = dict(call.request or {})
         headers = dict(request.get("headers") or {})
         if call.idempotency_key is not None:

@@ -28,7 +28,7 @@ def score(email: str, company: dict[str, Any], person: dict[str, Any],
         points.append((20, f"target industry: {company['industry']}"))
     if str(company.get("country", "")).upper() in {"DE", "AT", "CH", "NL", "FR", "GB", "US"}:
         points.append((10, f"served market: {company['country']}"))
-    title = str(person.get("title", "")).lower()
+    title = str(person.get("title") or "").lower()
     if any(word in title for word in SENIOR_WORDS):
         points.append((25, f"decision maker: {person['title']}"))
     elif title:
