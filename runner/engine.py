@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -27,13 +26,14 @@ from runner.flows import load_flow_text
 from runner.llm import LLMClient
 from runner.llm_steps import BudgetExceededError, Session, Usage, judge_policy, run_llm_step
 from runner.model import ENDINGS, AgentStep, LlmStep, PolicyStep, Step, SwitchStep, Tool, ToolStep
+from runner.redact import redactor
 from runner.retry import Attempt, Clock, Retrier, RetriesExhaustedError, SystemClock
 from runner.schema import instance_problems
 from runner.store import Checkpoint, Event, FlowVersion, SqlStore, StepCommit, now, owner_id
 from runner.tools import TOOL_KINDS, Call, ToolKind
+from runner.versions import flow_version
 
 DEFAULT_MAX_INPUT_BYTES = 1024 * 1024
-_REDACTED = "[secret {}]"
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,7 @@ class Engine:
         compiled = self.flow(record.flow_digest)
         if from_step is not None and from_step not in {s.id for s in compiled.flow.steps}:
             raise StoreError(f"flow {compiled.flow.name} has no step {from_step}")
+        reopen: str | None
         if record.status == "failed":
             reopen = from_step or record.failed_step or compiled.first
         elif record.status == "running":
@@ -241,7 +242,7 @@ class Engine:
         """Removes the flow's secrets from anything about to be stored."""
         digest = compiled.flow.digest
         if digest not in self._redactors:
-            self._redactors[digest] = _redactor(compiled, self.environ)
+            self._redactors[digest] = redactor(compiled, self.environ)
         return self._redactors[digest]
 
     def context(self, compiled: CompiledFlow, state: _RunState) -> dict[str, Any]:
@@ -490,50 +491,6 @@ def _reason(step: Step, result: StepResult, dest: str) -> str | None:
     return None
 
 
-def _redactor(compiled: CompiledFlow, environ: Mapping[str, str]) -> Callable[[Any], Any]:
-    """Replaces the value of every secret the flow reads, wherever it appears."""
-    secrets = {name: environ[name] for name in secret_names(compiled)
-               if len(environ.get(name, "")) >= 4}
-    if not secrets:
-        return lambda value: value
-
-    def redact(value: Any) -> Any:
-        if isinstance(value, str):
-            for name, secret in secrets.items():
-                value = value.replace(secret, _REDACTED.format(name))
-            return value
-        if isinstance(value, Mapping):
-            return {k: redact(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [redact(v) for v in value]
-        return value
-
-    return redact
-
-
-def secret_names(compiled: CompiledFlow) -> set[str]:
-    """Names the flow reads as `secret.NAME`: their values are never persisted."""
-    names: set[str] = set()
-    for text in _flow_strings(compiled.flow.document.data):
-        if "secret" in text and templates.is_template(text):
-            try:
-                refs = templates.references(templates.parse(text))
-            except templates.TemplateSyntaxError:
-                continue
-            names |= {str(r.chain[0]) for r in refs if r.root == "secret" and r.chain}
-    return names
-
-
-def _flow_strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Mapping):
-        return [s for v in value.values() for s in _flow_strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _flow_strings(v)]
-    return []
-
-
 def check_input(compiled: CompiledFlow, value: Any, max_bytes: int) -> None:
     """Refuse input that is too large or does not match the flow's input schema."""
     size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
@@ -546,28 +503,6 @@ def check_input(compiled: CompiledFlow, value: Any, max_bytes: int) -> None:
                            for p in problems)
         raise InputError(f"input does not match flow {compiled.flow.name}'s input schema:\n"
                          + listed)
-
-
-def flow_version(compiled: CompiledFlow) -> FlowVersion:
-    """The version a new run pins: digest, text, path, and the git commit if clean."""
-    document = compiled.flow.document
-    return FlowVersion(compiled.flow.digest, compiled.flow.name, document.file,
-                       document.text, _git_commit(Path(document.file)))
-
-
-def _git_commit(path: Path) -> str | None:
-    """HEAD's commit when the flow file is tracked and unchanged there, else None."""
-    try:
-        folder = str(path.resolve().parent)
-        dirty = subprocess.run(["git", "-C", folder, "status", "--porcelain", "--",
-                                path.name], capture_output=True, text=True, timeout=5)
-        if dirty.returncode != 0 or dirty.stdout.strip():
-            return None
-        head = subprocess.run(["git", "-C", folder, "rev-parse", "HEAD"],
-                              capture_output=True, text=True, timeout=5)
-        return head.stdout.strip() or None if head.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def new_run_id() -> str:

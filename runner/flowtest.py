@@ -102,7 +102,8 @@ def _reference_problems(document: Document, compiled: CompiledFlow,
     for case in cases:
         base = ("cases", case.index)
         asking = [s.id for s in compiled.flow.steps if s.kind in ("llm", "agent", "policies")]
-        named = [(("llm",), case.llm, asking, "model step"),
+        named: list[tuple[tuple[str, ...], Mapping[str, Any], list[str], str]] = [
+            (("llm",), case.llm, asking, "model step"),
                  (("tools",), case.tools, tools, "tool"), (("fail",), case.fail, steps, "step")]
         for part in ("retries", "confidence"):
             named.append((("expect", part), case.expect.get(part, {}), steps, "step"))

@@ -131,9 +131,14 @@ class Session:
                 logprobs=logprobs, tools=tools, step_id=self.step.id,
                 api_base=self.api_base(candidate))
             failed: list[Attempt] = []
+
+            def attempt(request: LLMRequest = request) -> LLMResponse:
+                response: LLMResponse = self.client.complete(request)
+                return response
+
             try:
-                response = self.retrier(self.step.retry or candidate.retry, failed.append) \
-                    .call(lambda r=request: self.client.complete(r))
+                response = self.retrier(self.step.retry or candidate.retry,
+                                        failed.append).call(attempt)
             except RetriesExhaustedError as exc:
                 self._failed(candidate, exc.attempts)
                 failure = exc
@@ -191,6 +196,7 @@ def run_llm_step(session: Session, step: LlmStep,
     """(outcome, output, reason) of an llm step: ok, or low_confidence below its gate."""
     messages = messages_for(step.system, step.prompt, ctx)
     gate = step.confidence
+    score: float | None
     if gate is not None and gate.method == "agreement":
         output, score = _agreement(session, step, messages, gate)
     else:
