@@ -125,7 +125,9 @@ def cmd_record(args: argparse.Namespace, out: TextIO) -> int:
     if args.append:
         flow = Path(args.flow)
         target = flow.with_name(flow.stem + ".test" + flow.suffix)
-        append_case(target, case)
+        from runner.redact import read_names
+
+        append_case(target, case, read_names(compiled, "env") | read_names(compiled, "secret"))
         print(f"added case {args.name!r} to {target}", file=out)
     else:
         out.write(case_yaml(case))

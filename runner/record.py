@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +87,17 @@ def case_yaml(case: dict[str, Any]) -> str:
     return "\n".join("  " + line if line else line for line in text.splitlines()) + "\n"
 
 
-def append_case(test_file: Path, case: dict[str, Any]) -> None:
-    """Add the case at the end of a test file (whose last key is `cases:`), creating it."""
+def append_case(test_file: Path, case: dict[str, Any], env_names: AbstractSet[str] = frozenset()
+                ) -> None:
+    """Add the case at the end of a test file (whose last key is `cases:`), creating it
+    with stand-in values for the environment variables the flow reads."""
     if not test_file.exists():
         flow_name = test_file.name.replace(".test.", ".")
+        env = yaml.safe_dump({"env": {n: f"test-{n.lower()}" for n in sorted(env_names)}},
+                             sort_keys=False) if env_names else ""
         test_file.write_text("# yaml-language-server: $schema=../schemas/flowtest.v1.json\n"
                              f"# Offline tests of {flow_name}: run them with `runner test`.\n"
-                             "version: 1\ncases:\n", encoding="utf-8")
+                             f"version: 1\n{env}cases:\n", encoding="utf-8")
     text = test_file.read_text(encoding="utf-8")
     if not text.endswith("\n"):
         text += "\n"

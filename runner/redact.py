@@ -35,14 +35,19 @@ def redactor(compiled: CompiledFlow, environ: Mapping[str, str]) -> Callable[[An
 
 def secret_names(compiled: CompiledFlow) -> set[str]:
     """Names the flow reads as `secret.NAME`: their values are never persisted."""
+    return read_names(compiled, "secret")
+
+
+def read_names(compiled: CompiledFlow, root: str) -> set[str]:
+    """The names a flow's templates read under `root` (`env` or `secret`)."""
     names: set[str] = set()
     for text in _flow_strings(compiled.flow.document.data):
-        if "secret" in text and templates.is_template(text):
+        if root in text and templates.is_template(text):
             try:
                 refs = templates.references(templates.parse(text))
             except templates.TemplateSyntaxError:
                 continue
-            names |= {str(r.chain[0]) for r in refs if r.root == "secret" and r.chain}
+            names |= {str(r.chain[0]) for r in refs if r.root == root and r.chain}
     return names
 
 
