@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.compiler import CompiledFlow
-from runner.errors import RunnerError, UsageError
+from runner.errors import RunnerError, UsageError, crash_report
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ def run_batch(engine: Any, compiled: CompiledFlow, inputs: list[tuple[int, Any]]
         except RunnerError as exc:
             status = "refused" if type(exc).__name__ == "InputError" else "error"
             return BatchItem(line, None, status, None, str(exc).replace("\n", " "))
+        except Exception as exc:  # a bug: this run is stuck, the others go on
+            return BatchItem(line, None, "error", None,
+                             f"internal error ({type(exc).__name__}: {exc}); this is a bug "
+                             f"in runner. The traceback is in {crash_report()}")
         at = None if result.status == "completed" else _stopped_at(engine, result.run_id)
         return BatchItem(line, result.run_id, result.status, at, result.reason)
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from runner.errors import FlowError, Problem, RunnerError, UsageError
+from runner.errors import FlowError, Problem, RunnerError, UsageError, crash_report
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_ESCALATED = 0, 1, 2, 3, 4
 
@@ -54,16 +54,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
 
 def _internal_error() -> int:
-    import tempfile
-    import traceback
-
-    with tempfile.NamedTemporaryFile("w", prefix="runner-crash-", suffix=".txt",
-                                     delete=False) as report:
-        traceback.print_exc(file=report)
     kind = sys.exc_info()[0]
     name = kind.__name__ if kind else "error"
     print(f"runner: internal error ({name}); this is a bug in runner. "
-          f"The traceback is in {report.name}", file=sys.stderr)
+          f"The traceback is in {crash_report()}", file=sys.stderr)
     return EXIT_INTERNAL
 
 

@@ -86,3 +86,15 @@ class LLMError(StepError):
                  retry_after: float | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(message, kind)
+
+
+def crash_report() -> str:
+    """Write the exception being handled to a file and return its path: an internal
+    error says it is a bug and where its traceback is, instead of showing it."""
+    import tempfile
+    import traceback
+
+    with tempfile.NamedTemporaryFile("w", prefix="runner-crash-", suffix=".txt",
+                                     delete=False) as report:
+        traceback.print_exc(file=report)
+    return report.name

@@ -85,7 +85,10 @@ class LiteLLMClient:
 
     def complete(self, request: LLMRequest) -> LLMResponse:
         litellm = _litellm()
-        kwargs = self._arguments(litellm, request)
+        try:
+            kwargs = self._arguments(litellm, request)
+        except OSError as exc:  # a local model that could not be fetched or started
+            raise LLMError(f"model {request.model}: {exc}", "connection") from exc
         started = time.perf_counter()
         try:
             response = litellm.completion(**kwargs)

