@@ -408,8 +408,8 @@ class Engine:
         events = [*session.events, *(Event("policy", step.id, v) for v in found)]
         if found:
             return StepResult("violation", {"violations": found}, events=events,
-                              reason="; ".join(f"policy {v['policy']}: {v['message']}"
-                                               for v in found))
+                              reason="; ".join(dict.fromkeys(  # each rule once, in order
+                                  f"policy {v['policy']}: {v['message']}" for v in found)))
         return StepResult("ok", {"violations": []}, events=events)
 
 
