@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -84,6 +85,7 @@ class Engine:
         self._tool_overrides = dict(tools or {})  # by tool name: fakes for flow tests
         self._faults = dict(faults or {})  # step id -> message: failures flow tests inject
         self._llm = llm
+        self._llm_lock = threading.Lock()
         self.clock = clock or SystemClock()
         # A snapshot: templates read `env.X` and `secret.X` from it on every step.
         self.environ = _Env(os.environ if environ is None else environ)
@@ -343,12 +345,13 @@ class Engine:
     # -- model steps -------------------------------------------------------------------
     def llm_client(self) -> LLMClient:
         """The model client: the one given, else litellm with local models (made once)."""
-        if self._llm is None:
-            from runner.llm import LiteLLMClient
-            from runner.local_models import LocalModels
+        with self._llm_lock:  # runs on several threads must share one (one local server)
+            if self._llm is None:
+                from runner.llm import LiteLLMClient
+                from runner.local_models import LocalModels
 
-            self._llm = LiteLLMClient(LocalModels())
-        return self._llm
+                self._llm = LiteLLMClient(LocalModels())
+            return self._llm
 
     def session(self, compiled: CompiledFlow, step: Step, state: _RunState) -> Session:
         """Model calls for one step, sharing the run's usage for its budget."""

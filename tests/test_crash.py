@@ -548,10 +548,9 @@ def scenarios(tmp_path: Path, flow_file: Path,
 
 
 # -- kills at chosen points ------------------------------------------------------------------
-@pytest.mark.parametrize("checkpoints", [0, 1, 2, 3, 4])
-def test_kill_after_checkpoints(scenarios: Callable[[str], Scenario], checkpoints: int) -> None:
-    """Killed as soon as `checkpoints` steps are committed (inside the next step)."""
-    sc = scenarios(f"cp{checkpoints}")
+def _kill_after_checkpoints(sc: Scenario, checkpoints: int) -> None:
+    """Start `runner run` and kill it once `checkpoints` steps are committed (0: as soon
+    as the run exists), so the kill lands inside the next step."""
     proc = sc.start_run()
     if checkpoints == 0:
         sc.wait_until(proc, "run row", lambda: sc.probe().run)
@@ -559,6 +558,13 @@ def test_kill_after_checkpoints(scenarios: Callable[[str], Scenario], checkpoint
         sc.wait_until(proc, f"{checkpoints} checkpoints",
                       lambda: sc.probe().checkpoints >= checkpoints)
     sc.kill(proc)
+
+
+@pytest.mark.parametrize("checkpoints", [0, 1, 2, 3, 4])
+def test_kill_after_checkpoints(scenarios: Callable[[str], Scenario], checkpoints: int) -> None:
+    """Killed as soon as `checkpoints` steps are committed (inside the next step)."""
+    sc = scenarios(f"cp{checkpoints}")
+    _kill_after_checkpoints(sc, checkpoints)
     sc.complete()
     assert sc.killed_run, f"the run finished before the kill\n{sc.report()}"
     assert len(sc.at_kill.checkpoints) == checkpoints, sc.report()
@@ -685,13 +691,7 @@ _BUSY = re.compile(r"being run by|claimed by another process|nothing to resume|"
 def test_two_resumes_at_once(scenarios: Callable[[str], Scenario], checkpoints: int) -> None:
     """Exactly one of two simultaneous resumes drives the run; the other refuses."""
     sc = scenarios(f"twice-cp{checkpoints}")
-    proc = sc.start_run()
-    if checkpoints == 0:
-        sc.wait_until(proc, "run row", lambda: sc.probe().run)
-    else:
-        sc.wait_until(proc, f"{checkpoints} checkpoints",
-                      lambda: sc.probe().checkpoints >= checkpoints)
-    sc.kill(proc)
+    _kill_after_checkpoints(sc, checkpoints)
     assert sc.killed_run, f"the run finished before the kill\n{sc.report()}"
     sc.snapshot()
     assert sc.run_id is not None and sc.at_kill.status == "running", sc.report()
