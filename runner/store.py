@@ -29,6 +29,13 @@ DEFAULT_URL = "sqlite:///.runner/runner.db"
 LEASE_SECONDS = 60.0
 
 metadata = sa.MetaData()
+SCHEMA_VERSION = 1  # raise it with every change to the tables below
+
+meta = sa.Table(
+    "runner_meta", metadata,
+    sa.Column("key", sa.String(50), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
 
 flow_versions = sa.Table(
     "flow_versions", metadata,
@@ -238,10 +245,30 @@ class SqlStore:
         # Flow versions are immutable once stored: no need to look for them again.
         self._stored_versions: set[str] = set()
         try:
-            metadata.create_all(self.engine)
+            self._check_schema()
         except (OperationalError, ProgrammingError) as exc:
             raise StoreError(f"cannot open the run store at {_safe_url(url)}: "
                              f"{exc.orig}") from exc
+
+    def _check_schema(self) -> None:
+        """Create the tables of a new database; refuse one of another schema version
+        rather than fail later on a missing column."""
+        existing = set(sa.inspect(self.engine).get_table_names())
+        metadata.create_all(self.engine)
+        with self._begin() as conn:
+            row = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema")).first()
+            if row is None and "runs" not in existing:
+                # A new database (if another process just made it too, its row is ours).
+                conn.execute(sa.text("INSERT INTO runner_meta (key, value) VALUES "
+                                     "('schema', :v) ON CONFLICT (key) DO NOTHING"),
+                             {"v": str(SCHEMA_VERSION)})
+                return
+        found = row.value if row is not None else "none (an early runner)"
+        if found != str(SCHEMA_VERSION):
+            raise StoreError(f"the run store at {_safe_url(self.url)} has schema version "
+                             f"{found}; this runner uses version {SCHEMA_VERSION}. Keep it "
+                             "aside with the runner that made it, or start a new one "
+                             "(--db or RUNNER_DB)")
 
     @contextlib.contextmanager
     def _begin(self) -> Iterator[sa.Connection]:

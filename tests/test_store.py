@@ -224,3 +224,27 @@ def test_engine_runs_a_flow_end_to_end_on_the_store(store: SqlStore, tmp_path,
     outputs = [c.output for c in store.checkpoints(result.run_id)]
     assert outputs == [{"value": 41}, {"value": 42}]
     assert store.run(result.run_id).lease_owner is None
+
+
+def test_a_store_of_another_schema_version_is_refused(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE runs (id TEXT PRIMARY KEY)")  # an early runner's table
+    old.commit()
+    old.close()
+    with pytest.raises(StoreError) as refused:
+        SqlStore(f"sqlite:///{path}")
+    assert str(refused.value) == (
+        f"the run store at sqlite:///{path} has schema version none (an early runner); "
+        "this runner uses version 1. Keep it aside with the runner that made it, or start a "
+        "new one (--db or RUNNER_DB)")
+
+
+def test_a_new_store_records_its_schema_version_and_opens_again(store: SqlStore) -> None:
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT value FROM runner_meta WHERE key = 'schema'")
+                            ).scalar() == "1"
+    if store.url != "sqlite://":
+        SqlStore(store.url).close()  # a second open of the same database is fine
