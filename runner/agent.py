@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from runner.errors import LLMError, StepError
 from runner.llm_steps import Session, messages_for
 from runner.model import AgentStep, Tool
+from runner.records import Event
 from runner.retry import Attempt, RetriesExhaustedError
 from runner.schema import instance_problems
-from runner.store import Event
 
 if TYPE_CHECKING:
     from runner.compiler import CompiledFlow

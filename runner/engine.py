@@ -27,10 +27,11 @@ from runner.flows import load_flow_text
 from runner.llm import LLMClient
 from runner.llm_steps import BudgetExceededError, Session, Usage, judge_policy, run_llm_step
 from runner.model import ENDINGS, AgentStep, LlmStep, PolicyStep, Step, SwitchStep, Tool, ToolStep
+from runner.records import Checkpoint, Event, FlowVersion, StepCommit, now
 from runner.redact import redactor
 from runner.retry import Attempt, Clock, Retrier, RetriesExhaustedError, SystemClock
 from runner.schema import instance_problems
-from runner.store import Checkpoint, Event, FlowVersion, SqlStore, StepCommit, now, owner_id
+from runner.store import SqlStore, owner_id
 from runner.tools import TOOL_KINDS, Call, ToolKind
 from runner.versions import flow_version
 

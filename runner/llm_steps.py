@@ -20,9 +20,9 @@ from runner import templates
 from runner.errors import LLMError, StepError
 from runner.llm import LLMRequest, LLMResponse
 from runner.model import Budget, ConfidenceGate, Flow, LlmStep, Model, Policy, Step
+from runner.records import Event
 from runner.retry import Attempt, Retrier, RetriesExhaustedError
 from runner.schema import instance_problems
-from runner.store import Event
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 JUDGE_SCHEMA = {"type": "object", "required": ["score"],

@@ -24,8 +24,9 @@ from runner import templates
 from runner.engine import Engine, RunResult
 from runner.errors import InputError, StoreError, UsageError
 from runner.model import ENDINGS, ModelStep, PolicyStep, ToolStep
+from runner.records import Checkpoint, Decision, RunRecord, now
 from runner.schema import instance_problems
-from runner.store import Checkpoint, Decision, RunRecord, now, owner_id
+from runner.store import owner_id
 
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 

@@ -14,9 +14,8 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,208 +23,36 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from runner.errors import StoreError
+from runner.records import (
+    Checkpoint,
+    Decision,
+    Effect,
+    Event,
+    FlowVersion,
+    RunRecord,
+    StepCommit,
+    aware,
+    now,
+)
+from runner.tables import (
+    ADVANCE_RUN,
+    FINISH_EFFECT,
+    INSERT_CHECKPOINT,
+    INSERT_EVENTS,
+    INSERT_RUN,
+    SCHEMA_VERSION,
+    checkpoints,
+    decisions,
+    effects,
+    events,
+    flow_versions,
+    meta,
+    metadata,
+    runs,
+)
 
 DEFAULT_URL = "sqlite:///.runner/runner.db"
 LEASE_SECONDS = 60.0
-
-metadata = sa.MetaData()
-SCHEMA_VERSION = 1  # raise it with every change to the tables below
-
-meta = sa.Table(
-    "runner_meta", metadata,
-    sa.Column("key", sa.String(50), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
-
-flow_versions = sa.Table(
-    "flow_versions", metadata,
-    sa.Column("digest", sa.String(64), primary_key=True),
-    sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("path", sa.Text, nullable=False),
-    sa.Column("git_commit", sa.String(64)),
-    sa.Column("text", sa.Text, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-runs = sa.Table(
-    "runs", metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("flow_name", sa.String(200), nullable=False, index=True),
-    sa.Column("flow_digest", sa.String(64), sa.ForeignKey("flow_versions.digest"),
-              nullable=False),
-    sa.Column("status", sa.String(20), nullable=False, index=True),
-    sa.Column("position", sa.String(100), nullable=False),
-    sa.Column("failed_step", sa.String(100)),
-    sa.Column("reason", sa.Text),
-    sa.Column("error", sa.JSON),
-    sa.Column("input", sa.JSON, nullable=False),
-    sa.Column("steps_run", sa.Integer, nullable=False, default=0),
-    sa.Column("llm_calls", sa.Integer, nullable=False, default=0),
-    sa.Column("tokens", sa.Integer, nullable=False, default=0),
-    sa.Column("cost_usd", sa.Float, nullable=False, default=0.0),
-    sa.Column("lease_owner", sa.String(200)),
-    sa.Column("lease_expires", sa.DateTime(timezone=True)),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-checkpoints = sa.Table(
-    "checkpoints", metadata,
-    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.id"), primary_key=True),
-    sa.Column("seq", sa.Integer, primary_key=True),
-    sa.Column("step_id", sa.String(100), nullable=False),
-    sa.Column("outcome", sa.String(40), nullable=False),
-    sa.Column("route", sa.String(100), nullable=False),
-    sa.Column("output", sa.JSON),
-    sa.Column("attempts", sa.Integer, nullable=False),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-effects = sa.Table(
-    "effects", metadata,
-    sa.Column("key", sa.String(500), primary_key=True),
-    sa.Column("run_id", sa.String(64), nullable=False, index=True),
-    sa.Column("step_id", sa.String(100), nullable=False),
-    sa.Column("tool", sa.String(100), nullable=False),
-    sa.Column("status", sa.String(20), nullable=False),
-    sa.Column("result", sa.JSON),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("finished_at", sa.DateTime(timezone=True)),
-)
-
-decisions = sa.Table(
-    "decisions", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.id"), nullable=False, index=True),
-    sa.Column("step_id", sa.String(100)),
-    sa.Column("decision", sa.String(20), nullable=False),
-    sa.Column("decided_by", sa.String(200), nullable=False),
-    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("content_hash", sa.String(64)),
-    sa.Column("note", sa.Text),
-    sa.Column("content", sa.JSON),
-)
-
-events = sa.Table(
-    "events", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(64), nullable=False, index=True),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("kind", sa.String(40), nullable=False),
-    sa.Column("step_id", sa.String(100)),
-    sa.Column("data", sa.JSON),
-)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back without their zone; every stored time is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-@dataclass(frozen=True)
-class FlowVersion:
-    """The exact flow text a run uses."""
-
-    digest: str
-    name: str
-    path: str
-    text: str
-    git_commit: str | None = None
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """A run as stored."""
-
-    id: str
-    flow_name: str
-    flow_digest: str
-    status: str
-    position: str
-    failed_step: str | None
-    reason: str | None
-    error: Any
-    input: Any
-    steps_run: int
-    llm_calls: int
-    tokens: int
-    cost_usd: float
-    lease_owner: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A finished step: its outcome, the route taken and its output."""
-
-    seq: int
-    step_id: str
-    outcome: str
-    route: str
-    output: Any
-    attempts: int
-    started_at: datetime
-    finished_at: datetime
-
-
-@dataclass(frozen=True)
-class Event:
-    """One entry of a run's audit trail."""
-
-    kind: str
-    step_id: str | None = None
-    data: Mapping[str, Any] = field(default_factory=dict)
-    at: datetime = field(default_factory=now)
-
-
-@dataclass(frozen=True)
-class Effect:
-    """A row of the effect ledger: status is started, done or failed."""
-
-    key: str
-    run_id: str
-    step_id: str
-    tool: str
-    status: str
-    result: Any
-
-
-@dataclass(frozen=True)
-class StepCommit:
-    """Everything one finished step writes, in one transaction."""
-
-    checkpoint: Checkpoint
-    position: str
-    status: str
-    events: Sequence[Event] = ()
-    effect: tuple[str, str, Any] | None = None  # (key, status, result)
-    failed_step: str | None = None
-    reason: str | None = None
-    error: Any = None
-    usage: tuple[int, int, float] = (0, 0, 0.0)  # the run's model calls, tokens, cost
-
-
-@dataclass(frozen=True)
-class Decision:
-    """A person's decision on an escalated or failed run, as recorded."""
-
-    run_id: str
-    step_id: str | None
-    decision: str  # approved, rejected, retried, expired, dropped
-    decided_by: str
-    content_hash: str | None = None
-    note: str | None = None
-    content: Any = None
-    decided_at: datetime = field(default_factory=now)
-
 
 def owner_id() -> str:
     """Who holds a lease: host, process id and a random part."""
@@ -307,7 +134,7 @@ class SqlStore:
                     conn.execute(flow_versions.insert().values(
                         digest=version.digest, name=version.name, path=version.path,
                         git_commit=version.git_commit, text=version.text, created_at=stamp))
-            conn.execute(_INSERT_RUN, {
+            conn.execute(INSERT_RUN, {
                 "id": run_id, "flow_name": version.name, "flow_digest": version.digest,
                 "status": "running", "position": first_step, "input": input_value,
                 "steps_run": 0, "llm_calls": 0, "tokens": 0, "cost_usd": 0.0,
@@ -362,7 +189,7 @@ class SqlStore:
         with self._begin() as conn:
             lease = conn.execute(sa.select(runs.c.lease_owner, runs.c.lease_expires)
                                  .where(runs.c.id == record.id)).one()
-            if not _lease_free(lease.lease_owner, _aware(lease.lease_expires)):
+            if not _lease_free(lease.lease_owner, aware(lease.lease_expires)):
                 raise StoreError(f"run {record.id} is being run by {lease.lease_owner}")
             values: dict[str, Any] = {"lease_owner": owner, "updated_at": now(),
                                       "lease_expires": now() + timedelta(seconds=LEASE_SECONDS)}
@@ -389,7 +216,7 @@ class SqlStore:
         cp, stamp = commit.checkpoint, now()
         ending = commit.status != "running"
         with self._begin() as conn:
-            updated = conn.execute(_ADVANCE_RUN, {
+            updated = conn.execute(ADVANCE_RUN, {
                 "rid": run_id, "owner": owner, "new_owner": None if ending else owner,
                 "status": commit.status,
                 "position": commit.position, "updated_at": stamp,
@@ -400,13 +227,13 @@ class SqlStore:
                 "cost_usd": commit.usage[2]})
             if updated.rowcount != 1:
                 raise StoreError(f"run {run_id} is no longer leased to this process")
-            conn.execute(_INSERT_CHECKPOINT, {
+            conn.execute(INSERT_CHECKPOINT, {
                 "run_id": run_id, "seq": cp.seq, "step_id": cp.step_id, "outcome": cp.outcome,
                 "route": cp.route, "output": cp.output, "attempts": cp.attempts,
                 "started_at": cp.started_at, "finished_at": cp.finished_at})
             if commit.effect:
                 key, status, result = commit.effect
-                conn.execute(_FINISH_EFFECT, {"k": key, "status": status, "result": result,
+                conn.execute(FINISH_EFFECT, {"k": key, "status": status, "result": result,
                                               "finished_at": stamp})
             _insert_events(conn, run_id, commit.events)
 
@@ -415,13 +242,13 @@ class SqlStore:
             .order_by(checkpoints.c.seq)
         with self._connect() as conn:
             return [Checkpoint(r.seq, r.step_id, r.outcome, r.route, r.output, r.attempts,
-                               _aware(r.started_at) or now(), _aware(r.finished_at) or now())
+                               aware(r.started_at) or now(), aware(r.finished_at) or now())
                     for r in conn.execute(query)]
 
     def events(self, run_id: str) -> list[Event]:
         query = events.select().where(events.c.run_id == run_id).order_by(events.c.id)
         with self._connect() as conn:
-            return [Event(r.kind, r.step_id, r.data or {}, _aware(r.at) or now())
+            return [Event(r.kind, r.step_id, r.data or {}, aware(r.at) or now())
                     for r in conn.execute(query)]
 
     def add_events(self, run_id: str, batch: Sequence[Event]) -> None:
@@ -452,14 +279,14 @@ class SqlStore:
                 content_hash=decision.content_hash, note=decision.note,
                 content=decision.content))
             if checkpoint is not None:
-                conn.execute(_INSERT_CHECKPOINT, {
+                conn.execute(INSERT_CHECKPOINT, {
                     "run_id": record.id, "seq": checkpoint.seq, "step_id": checkpoint.step_id,
                     "outcome": checkpoint.outcome, "route": checkpoint.route,
                     "output": checkpoint.output, "attempts": checkpoint.attempts,
                     "started_at": checkpoint.started_at, "finished_at": checkpoint.finished_at})
             if effect is not None:
                 key, effect_status, result = effect
-                conn.execute(_FINISH_EFFECT, {"k": key, "status": effect_status,
+                conn.execute(FINISH_EFFECT, {"k": key, "status": effect_status,
                                               "result": result, "finished_at": stamp})
             _insert_events(conn, record.id, [Event("decision", decision.step_id, {
                 "decision": decision.decision, "by": decision.decided_by,
@@ -470,7 +297,7 @@ class SqlStore:
         query = decisions.select().where(decisions.c.run_id == run_id).order_by(decisions.c.id)
         with self._connect() as conn:
             return [Decision(r.run_id, r.step_id, r.decision, r.decided_by, r.content_hash,
-                             r.note, r.content, _aware(r.decided_at) or now())
+                             r.note, r.content, aware(r.decided_at) or now())
                     for r in conn.execute(query)]
 
     # -- the effect ledger -------------------------------------------------------------
@@ -503,27 +330,9 @@ class SqlStore:
         return None
 
 
-# Statements built once: building them per step costs more than running them.
-_ADVANCE_RUN = runs.update().where(
-    runs.c.id == sa.bindparam("rid"), runs.c.lease_owner == sa.bindparam("owner")).values(
-    status=sa.bindparam("status"), position=sa.bindparam("position"),
-    updated_at=sa.bindparam("updated_at"), failed_step=sa.bindparam("failed_step"),
-    reason=sa.bindparam("reason"), error=sa.bindparam("error", type_=sa.JSON),
-    steps_run=runs.c.steps_run + 1, lease_owner=sa.bindparam("new_owner"),
-    llm_calls=sa.bindparam("llm_calls"), tokens=sa.bindparam("tokens"),
-    cost_usd=sa.bindparam("cost_usd"),
-    lease_expires=sa.bindparam("lease_expires"))
-_INSERT_RUN = runs.insert()
-_INSERT_CHECKPOINT = checkpoints.insert()
-_FINISH_EFFECT = effects.update().where(effects.c.key == sa.bindparam("k")).values(
-    status=sa.bindparam("status"), result=sa.bindparam("result", type_=sa.JSON),
-    finished_at=sa.bindparam("finished_at"))
-_INSERT_EVENTS = events.insert()
-
-
 def _insert_events(conn: sa.Connection, run_id: str, batch: Sequence[Event]) -> None:
     if batch:
-        conn.execute(_INSERT_EVENTS, [
+        conn.execute(INSERT_EVENTS, [
             {"run_id": run_id, "at": e.at, "kind": e.kind, "step_id": e.step_id,
              "data": dict(e.data)} for e in batch])
 
@@ -554,8 +363,8 @@ def _run_record(row: Any) -> RunRecord:
         position=row.position, failed_step=row.failed_step, reason=row.reason,
         error=row.error, input=row.input, steps_run=row.steps_run, llm_calls=row.llm_calls,
         tokens=row.tokens, cost_usd=row.cost_usd,
-        lease_owner=row.lease_owner, created_at=_aware(row.created_at) or now(),
-        updated_at=_aware(row.updated_at) or now(),
+        lease_owner=row.lease_owner, created_at=aware(row.created_at) or now(),
+        updated_at=aware(row.updated_at) or now(),
     )
 
 

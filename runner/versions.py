@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from runner.compiler import CompiledFlow
-from runner.store import FlowVersion
+from runner.records import FlowVersion
 
 
 def flow_version(compiled: CompiledFlow) -> FlowVersion:

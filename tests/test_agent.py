@@ -28,7 +28,8 @@ from conftest import Reply, ScriptedServer
 from runner.engine import Engine, RunResult
 from runner.flows import load_flow
 from runner.llm import LLMResponse, ToolCallRequest
-from runner.store import Event, SqlStore
+from runner.records import Event
+from runner.store import SqlStore
 from runner.testing import FakeClock, FakeLLM
 
 OUTPUT = {"type": "object", "required": ["answer"], "additionalProperties": False,

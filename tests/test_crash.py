@@ -36,7 +36,8 @@ from typing import Any
 
 import pytest
 
-from runner.store import Checkpoint, SqlStore
+from runner.records import Checkpoint
+from runner.store import SqlStore
 
 pytestmark = pytest.mark.slow
 

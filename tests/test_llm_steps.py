@@ -17,7 +17,8 @@ from runner.errors import LLMError
 from runner.flows import load_flow
 from runner.llm import LLMResponse
 from runner.llm_steps import logprob_score
-from runner.store import Event, SqlStore
+from runner.records import Event
+from runner.store import SqlStore
 from runner.testing import FakeClock, FakeLLM
 
 CATEGORY = {"type": "object", "required": ["category"],

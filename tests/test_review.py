@@ -28,8 +28,10 @@ from typing import Any
 import pytest
 
 from runner.cli import main
+from runner.records import now
 from runner.review import content_hash
-from runner.store import SqlStore, now, runs
+from runner.store import SqlStore
+from runner.tables import runs
 
 FLOW = """\
 version: 1

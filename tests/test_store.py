@@ -14,7 +14,9 @@ import sqlalchemy as sa
 from runner.engine import Engine
 from runner.errors import StoreError
 from runner.flows import load_flow_text
-from runner.store import Checkpoint, Event, FlowVersion, SqlStore, StepCommit, now, runs
+from runner.records import Checkpoint, Event, FlowVersion, StepCommit, now
+from runner.store import SqlStore
+from runner.tables import runs
 
 PG_URL = os.environ.get("RUNNER_TEST_POSTGRES_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

@@ -1,0 +1,117 @@
+"""The records the run store reads and writes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without their zone; every stored time is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@dataclass(frozen=True)
+class FlowVersion:
+    """The exact flow text a run uses."""
+
+    digest: str
+    name: str
+    path: str
+    text: str
+    git_commit: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as stored."""
+
+    id: str
+    flow_name: str
+    flow_digest: str
+    status: str
+    position: str
+    failed_step: str | None
+    reason: str | None
+    error: Any
+    input: Any
+    steps_run: int
+    llm_calls: int
+    tokens: int
+    cost_usd: float
+    lease_owner: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A finished step: its outcome, the route taken and its output."""
+
+    seq: int
+    step_id: str
+    outcome: str
+    route: str
+    output: Any
+    attempts: int
+    started_at: datetime
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a run's audit trail."""
+
+    kind: str
+    step_id: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    at: datetime = field(default_factory=now)
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A row of the effect ledger: status is started, done or failed."""
+
+    key: str
+    run_id: str
+    step_id: str
+    tool: str
+    status: str
+    result: Any
+
+
+@dataclass(frozen=True)
+class StepCommit:
+    """Everything one finished step writes, in one transaction."""
+
+    checkpoint: Checkpoint
+    position: str
+    status: str
+    events: Sequence[Event] = ()
+    effect: tuple[str, str, Any] | None = None  # (key, status, result)
+    failed_step: str | None = None
+    reason: str | None = None
+    error: Any = None
+    usage: tuple[int, int, float] = (0, 0, 0.0)  # the run's model calls, tokens, cost
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A person's decision on an escalated or failed run, as recorded."""
+
+    run_id: str
+    step_id: str | None
+    decision: str  # approved, rejected, retried, expired, dropped
+    decided_by: str
+    content_hash: str | None = None
+    note: str | None = None
+    content: Any = None
+    decided_at: datetime = field(default_factory=now)

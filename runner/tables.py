@@ -1,0 +1,118 @@
+"""The run store's tables, declared once with SQLAlchemy Core, and the statements the
+hot path runs, built once.
+
+flow_versions (the exact flow text a run started with), runs (status, position, lease,
+model use), checkpoints (each finished step's output), effects (the effect ledger),
+decisions (people's decisions) and events (an append-only audit trail).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+SCHEMA_VERSION = 1  # raise it with every change to the tables below
+
+meta = sa.Table(
+    "runner_meta", metadata,
+    sa.Column("key", sa.String(50), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+flow_versions = sa.Table(
+    "flow_versions", metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("git_commit", sa.String(64)),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+runs = sa.Table(
+    "runs", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("flow_name", sa.String(200), nullable=False, index=True),
+    sa.Column("flow_digest", sa.String(64), sa.ForeignKey("flow_versions.digest"),
+              nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, index=True),
+    sa.Column("position", sa.String(100), nullable=False),
+    sa.Column("failed_step", sa.String(100)),
+    sa.Column("reason", sa.Text),
+    sa.Column("error", sa.JSON),
+    sa.Column("input", sa.JSON, nullable=False),
+    sa.Column("steps_run", sa.Integer, nullable=False, default=0),
+    sa.Column("llm_calls", sa.Integer, nullable=False, default=0),
+    sa.Column("tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("cost_usd", sa.Float, nullable=False, default=0.0),
+    sa.Column("lease_owner", sa.String(200)),
+    sa.Column("lease_expires", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+checkpoints = sa.Table(
+    "checkpoints", metadata,
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("step_id", sa.String(100), nullable=False),
+    sa.Column("outcome", sa.String(40), nullable=False),
+    sa.Column("route", sa.String(100), nullable=False),
+    sa.Column("output", sa.JSON),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+effects = sa.Table(
+    "effects", metadata,
+    sa.Column("key", sa.String(500), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False, index=True),
+    sa.Column("step_id", sa.String(100), nullable=False),
+    sa.Column("tool", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("result", sa.JSON),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+)
+
+decisions = sa.Table(
+    "decisions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("step_id", sa.String(100)),
+    sa.Column("decision", sa.String(20), nullable=False),
+    sa.Column("decided_by", sa.String(200), nullable=False),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("content_hash", sa.String(64)),
+    sa.Column("note", sa.Text),
+    sa.Column("content", sa.JSON),
+)
+
+events = sa.Table(
+    "events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False, index=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("step_id", sa.String(100)),
+    sa.Column("data", sa.JSON),
+)
+
+
+# Statements built once: building them per step costs more than running them.
+ADVANCE_RUN = runs.update().where(
+    runs.c.id == sa.bindparam("rid"), runs.c.lease_owner == sa.bindparam("owner")).values(
+    status=sa.bindparam("status"), position=sa.bindparam("position"),
+    updated_at=sa.bindparam("updated_at"), failed_step=sa.bindparam("failed_step"),
+    reason=sa.bindparam("reason"), error=sa.bindparam("error", type_=sa.JSON),
+    steps_run=runs.c.steps_run + 1, lease_owner=sa.bindparam("new_owner"),
+    llm_calls=sa.bindparam("llm_calls"), tokens=sa.bindparam("tokens"),
+    cost_usd=sa.bindparam("cost_usd"),
+    lease_expires=sa.bindparam("lease_expires"))
+INSERT_RUN = runs.insert()
+INSERT_CHECKPOINT = checkpoints.insert()
+FINISH_EFFECT = effects.update().where(effects.c.key == sa.bindparam("k")).values(
+    status=sa.bindparam("status"), result=sa.bindparam("result", type_=sa.JSON),
+    finished_at=sa.bindparam("finished_at"))
+INSERT_EVENTS = events.insert()
