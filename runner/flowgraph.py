@@ -1,12 +1,37 @@
-"""The flow as a graph of routes: reachability, loops with no way out, and which steps
-have surely completed (so their output exists) when another step runs."""
+"""The flow as a graph of routes: its edges, reachability, loops with no way out, and
+which steps have surely completed (so their output exists) when another step runs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from runner.model import ENDINGS, Flow, Step
+from runner.model import ENDINGS, AgentStep, Flow, ModelStep, PolicyStep, Step, ToolStep
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A route of the compiled graph: from a step, on an outcome, to a step or ending."""
+
+    source: str
+    trigger: str
+    dest: str
+
+
+def edges(flow: Flow) -> Iterator[Edge]:
+    for step in flow.steps:
+        for trigger, dest in step.routes().items():
+            yield Edge(step.id, trigger, dest)
+        if flow.budget and isinstance(step, ModelStep | PolicyStep):
+            yield Edge(step.id, "budget_exceeded", flow.budget.on_exceeded)
+        names = [step.tool] if isinstance(step, ToolStep) else (
+            list(step.tools) if isinstance(step, AgentStep) else [])
+        tools = [flow.tools[n] for n in names if n in flow.tools]
+        if any(tool.effect and not tool.idempotent for tool in tools):
+            # An effect whose outcome is unknown is never re-sent blindly: a person looks.
+            yield Edge(step.id, "in_doubt", "human_review")
+
 
 
 def reachable(start: str, successors: Callable[[str], Iterable[str]],

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-from runner.compiler import CompiledFlow, Edge
+from runner.compiler import CompiledFlow
+from runner.flowgraph import Edge
 from runner.model import ENDINGS, SwitchStep
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9 _.=!<>'()\[\]+*/%,|-]+")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from runner import compiler, model, policies, schema, tools
+from runner import checks, model, policies, schema, tools
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW_SCHEMA: dict[str, Any] = schema.load_schema("flow.v1.json")
@@ -59,7 +59,7 @@ def test_tool_kinds() -> None:
 
 def test_policy_kinds() -> None:
     kinds = one_of_kinds(DEFS["policy"])
-    assert sorted(kinds) == sorted(compiler.POLICY_KINDS)
+    assert sorted(kinds) == sorted(checks.POLICY_KINDS)
     # the model picks a policy's kind from its own list: it must know every kind too
     assert sorted(kinds) == sorted(model._POLICY_KINDS)
     for kind in kinds:
@@ -69,18 +69,18 @@ def test_policy_kinds() -> None:
 
 def test_confidence_methods() -> None:
     method = DEFS["confidence"]["properties"]["method"]
-    assert sorted(method["enum"]) == sorted(compiler.CONFIDENCE_METHODS)
-    for name in compiler.CONFIDENCE_METHODS:
+    assert sorted(method["enum"]) == sorted(checks.CONFIDENCE_METHODS)
+    for name in checks.CONFIDENCE_METHODS:
         assert name in method["description"]
 
 
 def test_detectors() -> None:
-    assert sorted(DEFS["detector"]["enum"]) == sorted(compiler.DETECTORS)
-    assert len(set(compiler.DETECTORS)) == len(compiler.DETECTORS)
+    assert sorted(DEFS["detector"]["enum"]) == sorted(checks.DETECTORS)
+    assert len(set(checks.DETECTORS)) == len(checks.DETECTORS)
     # and each one is implemented where runs check text
-    assert sorted(policies.DETECTORS) == sorted(compiler.DETECTORS)
+    assert sorted(policies.DETECTORS) == sorted(checks.DETECTORS)
     described = DEFS["policy"]["properties"]["detect"]["description"]
-    for name in compiler.DETECTORS:
+    for name in checks.DETECTORS:
         assert name in described
 
 
