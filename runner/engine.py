@@ -359,7 +359,8 @@ class Engine:
         def retrier(policy: Any, on_attempt: Callable[[Attempt], None]) -> Retrier:
             return Retrier(policy, self.clock, self.rng, None, on_attempt)
 
-        return Session(compiled.flow, step, self.llm_client(), retrier, state.usage)
+        return Session(compiled.flow, step, self.llm_client(), retrier, state.usage,
+                       self.environ)
 
     def llm_step(self, compiled: CompiledFlow, step: Step, state: _RunState) -> StepResult:
         assert isinstance(step, LlmStep)

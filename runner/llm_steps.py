@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -75,6 +74,7 @@ class Session:
     client: Any
     retrier: Callable[[Any, Callable[[Attempt], None]], Retrier]
     usage: Usage
+    environ: Mapping[str, str] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
 
     def model(self, name: str | None) -> Model:
@@ -85,7 +85,7 @@ class Session:
     def api_base(self, model: Model) -> str | None:
         if model.api_base is None:
             return None
-        return str(templates.render(model.api_base, {"env": dict(os.environ)}))
+        return str(templates.render(model.api_base, {"env": self.environ}))
 
     def ask(self, messages: Sequence[Mapping[str, Any]], schema: Any, *, model: str | None,
             repairs: int, logprobs: bool = False, temperature: float | None = None,
