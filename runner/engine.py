@@ -128,7 +128,8 @@ class Engine:
             reopen = from_step
         elif record.status == "escalated":
             raise StoreError(f"run {record.id} waits for human review at "
-                             f"{record.failed_step}: a person approves or rejects it")
+                             f"{record.failed_step}: see `runner review show {record.id}`, "
+                             "then approve, reject or retry it")
         else:
             raise StoreError(f"run {record.id} is {record.status}; there is nothing to resume")
         owner = owner_id()
