@@ -106,7 +106,7 @@ ADVANCE_RUN = runs.update().where(
     status=sa.bindparam("status"), position=sa.bindparam("position"),
     updated_at=sa.bindparam("updated_at"), failed_step=sa.bindparam("failed_step"),
     reason=sa.bindparam("reason"), error=sa.bindparam("error", type_=sa.JSON),
-    steps_run=runs.c.steps_run + 1, lease_owner=sa.bindparam("new_owner"),
+    steps_run=runs.c.steps_run + sa.literal_column("1"), lease_owner=sa.bindparam("new_owner"),
     llm_calls=sa.bindparam("llm_calls"), tokens=sa.bindparam("tokens"),
     cost_usd=sa.bindparam("cost_usd"),
     lease_expires=sa.bindparam("lease_expires"))

@@ -605,8 +605,8 @@ def test_an_in_doubt_effect_retried_is_sent_again(desk: Desk) -> None:
     # `resume` does not decide for a person.
     resumed = desk.cli("resume", run)
     assert (resumed.code, desk.text(resumed.err)) == (
-        1, "runner: run <RUN> waits for human review at send: a person approves or "
-           "rejects it\n")
+        1, "runner: run <RUN> waits for human review at send: see `runner review show "
+           "<RUN>`, then approve, reject or retry it\n")
 
     retried = desk.cli("review", "retry", run, "--from", "send", "--as", "erin",
                        "--note", "not in the outbox")
