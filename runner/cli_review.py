@@ -17,66 +17,49 @@ def add_review_commands(commands: Any) -> None:
     """Add `review` and `dlq` to the `runner` parser."""
     review = commands.add_parser("review", help="the human review queue (escalated runs)")
     actions = review.add_subparsers(title="actions", metavar="ACTION", required=True)
-    listing = actions.add_parser("list", help="escalated runs waiting for a person")
-    listing.add_argument("--flow", metavar="NAME")
-    _common(listing)
-    listing.set_defaults(command=cmd_review_list)
-    show = actions.add_parser("show", help="why a run stopped, what it proposes, its audit")
-    show.add_argument("run_id", metavar="RUN")
-    _common(show)
-    show.set_defaults(command=cmd_review_show)
-    approve = actions.add_parser("approve", help="accept (or edit) and continue the run")
-    approve.add_argument("run_id", metavar="RUN")
-    approve.add_argument("--as", dest="who", metavar="NAME",
-                         help="who decides (default: git user.name, else the OS user)")
+    _action(actions, "list", "escalated runs waiting for a person", cmd_review_list,
+            run=False).add_argument("--flow", metavar="NAME")
+    _action(actions, "show", "why a run stopped, what it proposes, its audit",
+            cmd_review_show)
+    approve = _action(actions, "approve", "accept (or edit) and continue the run",
+                      cmd_review_approve, who=True, note=True)
     edit = approve.add_mutually_exclusive_group()
     edit.add_argument("--edit", metavar="FILE", help="JSON file with the corrected output")
     edit.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE",
                       help="change one field of the output (repeatable)")
-    approve.add_argument("--note", metavar="TEXT")
     approve.add_argument("--hash", metavar="HASH",
                          help="refuse if the proposal no longer has this hash (from show)")
-    _common(approve)
-    approve.set_defaults(command=cmd_review_approve)
-    reject = actions.add_parser("reject", help="close the run; nothing more of it runs")
-    reject.add_argument("run_id", metavar="RUN")
-    reject.add_argument("--reason", required=True, metavar="TEXT")
-    reject.add_argument("--as", dest="who", metavar="NAME")
-    _common(reject)
-    reject.set_defaults(command=cmd_review_reject)
-    retry = actions.add_parser("retry", help="run again from a step")
-    retry.add_argument("run_id", metavar="RUN")
-    retry.add_argument("--from", dest="from_step", metavar="STEP", required=True)
-    retry.add_argument("--as", dest="who", metavar="NAME")
-    retry.add_argument("--note", metavar="TEXT")
-    _common(retry)
-    retry.set_defaults(command=cmd_review_retry)
-    expire = actions.add_parser("expire", help="apply the flows' review expiry")
-    _common(expire)
-    expire.set_defaults(command=cmd_review_expire)
+    _action(actions, "reject", "close the run; nothing more of it runs", cmd_review_reject,
+            who=True).add_argument("--reason", required=True, metavar="TEXT")
+    _action(actions, "retry", "run again from a step", cmd_review_retry, who=True,
+            note=True).add_argument("--from", dest="from_step", metavar="STEP", required=True)
+    _action(actions, "expire", "apply the flows' review expiry", cmd_review_expire, run=False)
 
     dlq = commands.add_parser("dlq", help="the dead-letter queue (failed runs)")
     actions = dlq.add_subparsers(title="actions", metavar="ACTION", required=True)
-    listing = actions.add_parser("list", help="failed runs")
-    listing.add_argument("--flow", metavar="NAME")
-    _common(listing)
-    listing.set_defaults(command=cmd_dlq_list)
-    show = actions.add_parser("show", help="a failed run: input, error, attempts")
-    show.add_argument("run_id", metavar="RUN")
-    _common(show)
-    show.set_defaults(command=cmd_review_show)
-    retry = actions.add_parser("retry", help="resume at the failed step (or --from STEP)")
-    retry.add_argument("run_id", metavar="RUN")
-    retry.add_argument("--from", dest="from_step", metavar="STEP")
-    retry.add_argument("--as", dest="who", metavar="NAME")
-    _common(retry)
-    retry.set_defaults(command=cmd_dlq_retry)
-    drop = actions.add_parser("drop", help="archive a failed run, keeping its audit trail")
-    drop.add_argument("run_id", metavar="RUN")
-    drop.add_argument("--as", dest="who", metavar="NAME")
-    drop.add_argument("--note", metavar="TEXT")
-    _common(drop)
-    drop.set_defaults(command=cmd_dlq_drop)
+    _action(actions, "list", "failed runs", cmd_dlq_list, run=False) \
+        .add_argument("--flow", metavar="NAME")
+    _action(actions, "show", "a failed run: input, error, attempts", cmd_review_show)
+    _action(actions, "retry", "resume at the failed step (or --from STEP)", cmd_dlq_retry,
+            who=True).add_argument("--from", dest="from_step", metavar="STEP")
+    _action(actions, "drop", "archive a failed run, keeping its audit trail", cmd_dlq_drop,
+            who=True, note=True)
+
+
+def _action(actions: Any, name: str, help_text: str, command: Any, *, run: bool = True,
+            who: bool = False, note: bool = False) -> argparse.ArgumentParser:
+    """One action: its run argument, who decides, a note, and --db/--format."""
+    parser: argparse.ArgumentParser = actions.add_parser(name, help=help_text)
+    if run:
+        parser.add_argument("run_id", metavar="RUN")
+    if who:
+        parser.add_argument("--as", dest="who", metavar="NAME",
+                            help="who decides (default: git user.name, else the OS user)")
+    if note:
+        parser.add_argument("--note", metavar="TEXT")
+    _common(parser)
+    parser.set_defaults(command=command)
+    return parser
 
 
 def _desk(args: argparse.Namespace) -> Any:
