@@ -270,13 +270,13 @@ class Engine:
                   state: _RunState, default_key: str) -> StepResult:
         """Call a tool for a step: input checked, retried, an effect through the ledger
         (keyed by the tool's idempotency key, else `default_key`)."""
-        ctx = self.context(compiled, state)
         problems = instance_problems(tool.input_schema, args)
         if problems:
             raise ToolError(f"arguments do not match tool {tool.name}'s input schema: "
                             + "; ".join(problems), "invalid_input")
-        tool_ctx = {"args": args, "input": state.input, "run": ctx["run"], "env": ctx["env"],
-                    "secret": ctx["secret"]}
+        tool_ctx = {"args": args, "input": state.input,  # what tool templates may read
+                    "run": {"id": state.run_id, "flow": state.flow},
+                    "env": self.environ, "secret": self.environ}
         request = _render_request(tool, tool_ctx)
         key = None
         if tool.effect:
