@@ -145,7 +145,7 @@ class SqlStore:
                 "lease_expires": stamp + timedelta(seconds=LEASE_SECONDS),
                 "created_at": stamp, "updated_at": stamp, "failed_step": None,
                 "reason": None, "error": None})
-            _insert_events(conn, run_id, [Event("run_started", data={
+            self._insert_events(conn, run_id, [Event("run_started", data={
                 "flow": version.name, "digest": version.digest,
                 "git_commit": version.git_commit})])
 
@@ -203,7 +203,7 @@ class SqlStore:
                 _same(runs.c.lease_owner, lease.lease_owner)).values(**values))
             if updated.rowcount != 1:
                 raise StoreError(f"run {record.id} was claimed by another process")
-            _insert_events(conn, record.id, [Event("run_resumed", data={
+            self._insert_events(conn, record.id, [Event("run_resumed", data={
                 "owner": owner, "from": reopen_at or record.position})])
         return self.run(record.id)
 
@@ -229,8 +229,6 @@ class SqlStore:
             "run_id": run_id, "seq": cp.seq, "step_id": cp.step_id, "outcome": cp.outcome,
             "route": cp.route, "output": cp.output, "attempts": cp.attempts,
             "started_at": cp.started_at, "finished_at": cp.finished_at}
-        rows = [{"run_id": run_id, "at": e.at, "kind": e.kind, "step_id": e.step_id,
-                 "data": dict(e.data)} for e in commit.events]
         with self._begin() as conn:
             if self._execute(conn, ADVANCE_RUN, run) != 1:
                 raise StoreError(f"run {run_id} is no longer leased to this process")
@@ -239,8 +237,14 @@ class SqlStore:
                 key, status, result = commit.effect
                 self._execute(conn, FINISH_EFFECT, {"k": key, "status": status,
                                                     "result": result, "finished_at": stamp})
-            for row in rows:
-                self._execute(conn, INSERT_EVENTS, row)
+            self._insert_events(conn, run_id, commit.events)
+
+    def _insert_events(self, conn: sa.Connection, run_id: str,
+                       batch: Sequence[Event]) -> None:
+        for event in batch:
+            self._execute(conn, INSERT_EVENTS, {
+                "run_id": run_id, "at": event.at, "kind": event.kind,
+                "step_id": event.step_id, "data": dict(event.data)})
 
     def _execute(self, conn: sa.Connection, statement: Any, params: dict[str, Any]) -> int:
         """Run one of the hot path's statements; its row count. On SQLite the statement's
@@ -271,7 +275,7 @@ class SqlStore:
 
     def add_events(self, run_id: str, batch: Sequence[Event]) -> None:
         with self._begin() as conn:
-            _insert_events(conn, run_id, batch)
+            self._insert_events(conn, run_id, batch)
 
     # -- decisions ---------------------------------------------------------------------
     def decide(self, record: RunRecord, decision: Decision, *, status: str, position: str,
@@ -306,7 +310,7 @@ class SqlStore:
                 key, effect_status, result = effect
                 conn.execute(FINISH_EFFECT, {"k": key, "status": effect_status,
                                               "result": result, "finished_at": stamp})
-            _insert_events(conn, record.id, [Event("decision", decision.step_id, {
+            self._insert_events(conn, record.id, [Event("decision", decision.step_id, {
                 "decision": decision.decision, "by": decision.decided_by,
                 "content_hash": decision.content_hash, "note": decision.note,
                 "status": status, "position": position})])
@@ -360,13 +364,6 @@ def _sqlite_value(name: str, value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime(_SQLITE_TIME)
     return value
-
-
-def _insert_events(conn: sa.Connection, run_id: str, batch: Sequence[Event]) -> None:
-    if batch:
-        conn.execute(INSERT_EVENTS, [
-            {"run_id": run_id, "at": e.at, "kind": e.kind, "step_id": e.step_id,
-             "data": dict(e.data)} for e in batch])
 
 
 def _same(column: Any, value: Any) -> Any:

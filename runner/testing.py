@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.llm import LLMRequest, LLMResponse
-from runner.store import SqlStore
 
 
 @dataclass
@@ -24,11 +23,6 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
-
-
-def memory_store() -> SqlStore:
-    """A run store that lives in memory (SQLite), with the same code as the real one."""
-    return SqlStore.memory()
 
 
 class FakeLLM:
