@@ -58,9 +58,9 @@ def bench_fsync(commits: int, folder: Path) -> float:
 
 def bench_runner(runs: int, folder: Path, durable: bool = True,
                  url: str | None = None) -> dict[str, float]:
-    from runner.engine import Engine
-    from runner.flows import load_flow
-    from runner.store import SqlStore
+    from runner.runtime.engine import Engine
+    from runner.lang.load import load_flow
+    from runner.store.sql import SqlStore
 
     (folder / "bench_tools.py").write_text("def add(n):\n    return n + 1\n")
     (folder / "overhead.yaml").write_text(FLOW)

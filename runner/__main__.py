@@ -1,5 +1,5 @@
 """`python -m runner` is the `runner` command."""
 
-from runner.cli import entry
+from runner.cli.main import entry
 
 entry()

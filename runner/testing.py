@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.llm import LLMRequest, LLMResponse
+from runner.runtime.models import LLMRequest, LLMResponse
 
 
 @dataclass

@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 from conftest import Reply, ScriptedServer
 
-from runner.engine import Engine, RunResult
-from runner.flows import load_flow
-from runner.llm import LLMResponse, ToolCallRequest
-from runner.records import Event
-from runner.store import SqlStore
+from runner.runtime.engine import Engine, RunResult
+from runner.lang.load import load_flow
+from runner.runtime.models import LLMResponse, ToolCallRequest
+from runner.store.records import Event
+from runner.store.sql import SqlStore
 from runner.testing import FakeClock, FakeLLM
 
 OUTPUT = {"type": "object", "required": ["answer"], "additionalProperties": False,

@@ -20,7 +20,7 @@ HEAVY = ("litellm", "sqlalchemy", "httpx")
 PROBE = """\
 import sys
 {before}
-from runner.cli import main
+from runner.cli.main import main
 code = main({argv!r})
 print()
 print(code)

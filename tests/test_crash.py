@@ -36,8 +36,8 @@ from typing import Any
 
 import pytest
 
-from runner.records import Checkpoint
-from runner.store import SqlStore
+from runner.store.records import Checkpoint
+from runner.store.sql import SqlStore
 
 pytestmark = pytest.mark.slow
 

@@ -24,12 +24,12 @@ import pytest
 import yaml
 from conftest import Reply, ScriptedServer
 
-from runner import cli
-from runner.compiler import CompiledFlow
-from runner.engine import Engine, RunResult
-from runner.errors import InputError
-from runner.flows import load_flow
-from runner.store import SqlStore
+from runner.cli import main as cli
+from runner.lang.compiler import CompiledFlow
+from runner.runtime.engine import Engine, RunResult
+from runner.core.errors import InputError
+from runner.lang.load import load_flow
+from runner.store.sql import SqlStore
 from runner.testing import FakeClock
 
 TIMEOUT = 0.2  # the tool's timeout in the timeout cases (real seconds)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
+from runner.cli.main import main
 
 INVALID = Path(__file__).parent / "flows" / "invalid"
 FIXTURES = sorted(INVALID.glob("*.yaml"))

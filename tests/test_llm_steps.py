@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from runner.compiler import CompiledFlow
-from runner.engine import Engine, RunResult
-from runner.errors import LLMError
-from runner.flows import load_flow
-from runner.llm import LLMResponse
-from runner.llm_steps import logprob_score
-from runner.records import Event
-from runner.store import SqlStore
+from runner.lang.compiler import CompiledFlow
+from runner.runtime.engine import Engine, RunResult
+from runner.core.errors import LLMError
+from runner.lang.load import load_flow
+from runner.runtime.models import LLMResponse
+from runner.runtime.session import logprob_score
+from runner.store.records import Event
+from runner.store.sql import SqlStore
 from runner.testing import FakeClock, FakeLLM
 
 CATEGORY = {"type": "object", "required": ["category"],

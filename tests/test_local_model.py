@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from runner.engine import Engine
-from runner.flows import load_flow
-from runner.llm import LiteLLMClient, LLMRequest, LLMResponse
-from runner.llm_steps import logprob_score, parse_answer
-from runner.local_models import LocalModels
-from runner.schema import instance_problems
-from runner.store import SqlStore
+from runner.runtime.engine import Engine
+from runner.lang.load import load_flow
+from runner.runtime.models import LiteLLMClient, LLMRequest, LLMResponse
+from runner.runtime.session import logprob_score, parse_answer
+from runner.runtime.local_models import LocalModels
+from runner.lang.schema import instance_problems
+from runner.store.sql import SqlStore
 
 pytestmark = pytest.mark.local_model
 

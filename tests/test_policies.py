@@ -1,6 +1,6 @@
 """Policy rules: detectors catch real data and let lookalikes pass; deny, require,
 max_length and check rules; every violation locates what tripped it. Checked directly
-(runner.policies) and through a flow's policies step."""
+(runner.kinds.policies.builtin) and through a flow's policies step."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from runner.engine import Engine
-from runner.flows import load_flow
-from runner.model import Policy
-from runner.policies import DETECTORS, check_policies
-from runner.store import SqlStore
+from runner.runtime.engine import Engine
+from runner.lang.load import load_flow
+from runner.lang.model import Policy
+from runner.kinds.policies.builtin import DETECTORS, check_policies
+from runner.store.sql import SqlStore
 from runner.testing import FakeClock, FakeLLM
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import yaml
 
-from runner.cli import main
-from runner.engine import Engine
-from runner.errors import LLMError
-from runner.flows import load_flow
-from runner.record import append_case, record_case
-from runner.store import SqlStore
+from runner.cli.main import main
+from runner.runtime.engine import Engine
+from runner.core.errors import LLMError
+from runner.lang.load import load_flow
+from runner.flowtest.record import append_case, record_case
+from runner.store.sql import SqlStore
 from runner.testing import FakeLLM
 
 FLOW = """\

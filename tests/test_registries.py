@@ -15,7 +15,11 @@ from typing import Any
 
 import pytest
 
-from runner import checks, model, policies, schema, tools
+from runner.lang import checker as checks
+from runner.lang import model
+from runner.kinds.policies import builtin as policies
+from runner.lang import schema
+from runner.kinds.tools import builtin as tools
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW_SCHEMA: dict[str, Any] = schema.load_schema("flow.v1.json")
@@ -38,7 +42,7 @@ def step_classes() -> list[type[model.Step]]:
 
 
 def test_every_step_kind_can_run() -> None:
-    from runner.engine import STEP_KINDS
+    from runner.runtime.engine import STEP_KINDS
 
     assert sorted(STEP_KINDS) == sorted(cls.kind for cls in step_classes())
 

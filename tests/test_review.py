@@ -27,11 +27,11 @@ from typing import Any
 
 import pytest
 
-from runner.cli import main
-from runner.records import now
-from runner.review import content_hash
-from runner.store import SqlStore
-from runner.tables import runs
+from runner.cli.main import main
+from runner.store.records import now
+from runner.review.desk import content_hash
+from runner.store.sql import SqlStore
+from runner.store.tables import runs
 
 FLOW = """\
 version: 1

@@ -37,8 +37,8 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from runner.store import SqlStore
-from runner.tools import message_id
+from runner.store.sql import SqlStore
+from runner.kinds.tools.builtin import message_id
 
 pytestmark = pytest.mark.slow
 

@@ -11,12 +11,12 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from runner.engine import Engine
-from runner.errors import StoreError
-from runner.flows import load_flow_text
-from runner.records import Checkpoint, Event, FlowVersion, StepCommit, now
-from runner.store import SqlStore
-from runner.tables import runs
+from runner.runtime.engine import Engine
+from runner.core.errors import StoreError
+from runner.lang.load import load_flow_text
+from runner.store.records import Checkpoint, Event, FlowVersion, StepCommit, now
+from runner.store.sql import SqlStore
+from runner.store.tables import runs
 
 PG_URL = os.environ.get("RUNNER_TEST_POSTGRES_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

@@ -24,7 +24,7 @@ import yaml
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from runner.cli import main
+from runner.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = sorted(path for folder in ("flows", "examples") for path in (ROOT / folder).rglob("*")

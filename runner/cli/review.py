@@ -1,0 +1,217 @@
+"""Commands for the people on call: `runner review ...` and `runner dlq ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from runner.cli.runs import EXIT_OK, _common, _outcome, _short, _store, _table, _timeline
+from runner.core.errors import UsageError
+
+
+def add_review_commands(commands: Any) -> None:
+    """Add `review` and `dlq` to the `runner` parser."""
+    review = commands.add_parser("review", help="the human review queue (escalated runs)")
+    actions = review.add_subparsers(title="actions", metavar="ACTION", required=True)
+    _action(actions, "list", "escalated runs waiting for a person", cmd_review_list,
+            run=False).add_argument("--flow", metavar="NAME")
+    _action(actions, "show", "why a run stopped, what it proposes, its audit",
+            cmd_review_show)
+    approve = _action(actions, "approve", "accept (or edit) and continue the run",
+                      cmd_review_approve, who=True, note=True)
+    edit = approve.add_mutually_exclusive_group()
+    edit.add_argument("--edit", metavar="FILE", help="JSON file with the corrected output")
+    edit.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE",
+                      help="change one field of the output (repeatable)")
+    approve.add_argument("--hash", metavar="HASH",
+                         help="refuse if the proposal no longer has this hash (from show)")
+    _action(actions, "reject", "close the run; nothing more of it runs", cmd_review_reject,
+            who=True).add_argument("--reason", required=True, metavar="TEXT")
+    _action(actions, "retry", "run again from a step", cmd_review_retry, who=True,
+            note=True).add_argument("--from", dest="from_step", metavar="STEP", required=True)
+    _action(actions, "expire", "apply the flows' review expiry", cmd_review_expire, run=False)
+
+    dlq = commands.add_parser("dlq", help="the dead-letter queue (failed runs)")
+    actions = dlq.add_subparsers(title="actions", metavar="ACTION", required=True)
+    _action(actions, "list", "failed runs", cmd_dlq_list, run=False) \
+        .add_argument("--flow", metavar="NAME")
+    _action(actions, "show", "a failed run: input, error, attempts", cmd_review_show)
+    _action(actions, "retry", "resume at the failed step (or --from STEP)", cmd_dlq_retry,
+            who=True).add_argument("--from", dest="from_step", metavar="STEP")
+    _action(actions, "drop", "archive a failed run, keeping its audit trail", cmd_dlq_drop,
+            who=True, note=True)
+
+
+def _action(actions: Any, name: str, help_text: str, command: Any, *, run: bool = True,
+            who: bool = False, note: bool = False) -> argparse.ArgumentParser:
+    """One action: its run argument, who decides, a note, and --db/--format."""
+    parser: argparse.ArgumentParser = actions.add_parser(name, help=help_text)
+    if run:
+        parser.add_argument("run_id", metavar="RUN")
+    if who:
+        parser.add_argument("--as", dest="who", metavar="NAME",
+                            help="who decides (default: git user.name, else the OS user)")
+    if note:
+        parser.add_argument("--note", metavar="TEXT")
+    _common(parser)
+    parser.set_defaults(command=command)
+    return parser
+
+
+def _desk(args: argparse.Namespace) -> Any:
+    from runner.runtime.engine import Engine
+    from runner.review.desk import Desk
+
+    return Desk(Engine(_store(args)))
+
+
+def _age(moment: datetime) -> str:
+    seconds = max(0, int((datetime.now(UTC) - moment).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _proposal_json(p: Any) -> dict[str, Any]:
+    return {"run": p.run.id, "flow": p.run.flow_name, "status": p.run.status,
+            "step": p.step_id, "reason": p.run.reason, "score": p.score, "method": p.method,
+            "proposed_step": p.target, "proposed_output": p.content,
+            "content_hash": p.content_hash, "effect_in_doubt": p.effect_key,
+            "error": p.run.error, "input": p.run.input,
+            "updated_at": p.run.updated_at.isoformat()}
+
+
+def _queue(args: argparse.Namespace, out: TextIO, status: str) -> int:
+    items = _desk(args).queue(status=status, flow=args.flow)
+    if args.format == "json":
+        json.dump([_proposal_json(p) for p in items], out, indent=2, default=str)
+        out.write("\n")
+        return EXIT_OK
+    if not items:
+        print("nothing waiting" if status == "escalated" else "no failed runs", file=out)
+        return EXIT_OK
+    header = ("RUN", "FLOW", "STEP", "REASON", "SCORE", "AGE") if status == "escalated" \
+        else ("RUN", "FLOW", "STEP", "ERROR", "AGE")
+    rows = [header]
+    for p in items:
+        score = "-" if p.score is None else f"{p.score:.2f}"
+        why = _short(p.run.reason or "", 60)
+        rows.append((p.run.id, p.run.flow_name, p.step_id, why, score, _age(p.run.updated_at))
+                    if status == "escalated" else
+                    (p.run.id, p.run.flow_name, p.step_id, why, _age(p.run.updated_at)))
+    _table(rows, out)
+    return EXIT_OK
+
+
+def cmd_review_list(args: argparse.Namespace, out: TextIO) -> int:
+    return _queue(args, out, "escalated")
+
+
+def cmd_dlq_list(args: argparse.Namespace, out: TextIO) -> int:
+    return _queue(args, out, "failed")
+
+
+def cmd_review_show(args: argparse.Namespace, out: TextIO) -> int:
+    desk = _desk(args)
+    p = desk.proposal(args.run_id)
+    events = desk.store.events(p.run.id)
+    if args.format == "json":
+        data = _proposal_json(p)
+        data["decisions"] = [d.__dict__ for d in desk.store.decisions(p.run.id)]
+        data["events"] = [{"at": e.at.isoformat(), "kind": e.kind, "step": e.step_id,
+                           "data": e.data} for e in events]
+        json.dump(data, out, indent=2, default=str)
+        out.write("\n")
+        return EXIT_OK
+    print(f"run      {p.run.id} ({p.run.flow_name}), {p.run.status} {_age(p.run.updated_at)}"
+          " ago", file=out)
+    if p.run.failed_step:
+        print(f"stopped  at {p.step_id}: {p.run.reason or '-'}", file=out)
+    else:
+        print(f"status   {p.run.status}: nothing waits for a decision", file=out)
+    if p.score is not None:
+        print(f"score    {p.score:.3f} ({p.method})", file=out)
+    if p.effect_key:
+        print(f"in doubt effect {p.effect_key} may have happened: approve if it did, "
+              f"retry --from {p.step_id} if it did not", file=out)
+    print(f"input    {_short(json.dumps(p.run.input, ensure_ascii=False), 300)}", file=out)
+    if p.run.status == "escalated":
+        shown = json.dumps(p.content, indent=2, ensure_ascii=False)
+        print(f"proposed output of {p.target} (hash {p.content_hash[:12]}):", file=out)
+        print("  " + "\n  ".join(shown.splitlines()[:40]), file=out)
+        print(f"decide   runner review approve {p.run.id} --hash {p.content_hash[:12]}"
+              f" | runner review reject {p.run.id} --reason TEXT", file=out)
+    elif p.run.status == "failed":
+        if p.run.error:
+            print(f"error    {_short(p.run.error.get('message', ''), 300)}", file=out)
+        print(f"decide   runner dlq retry {p.run.id} | runner dlq drop {p.run.id}", file=out)
+    print("audit trail:", file=out)
+    _timeline(events, out)
+    return EXIT_OK
+
+
+def cmd_review_approve(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.review.desk import reviewer
+
+    content, edited = None, False
+    if args.edit:
+        try:
+            content = json.loads(Path(args.edit).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"--edit {args.edit}: {exc}") from exc
+        edited = True
+    who = reviewer(args.who)
+    result = _desk(args).approve(args.run_id, who, content=content, edited=edited,
+                                 sets=tuple(args.sets), note=args.note, expect_hash=args.hash)
+    print(f"approved by {who}", file=sys.stderr)
+    return _outcome(result, 0.0, args.format, out)
+
+
+def cmd_review_reject(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.review.desk import reviewer
+
+    who = reviewer(args.who)
+    _desk(args).reject(args.run_id, who, args.reason)
+    print(f"run {args.run_id} rejected by {who}: {args.reason}", file=out)
+    return EXIT_OK
+
+
+def cmd_review_retry(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.review.desk import reviewer
+
+    result = _desk(args).retry(args.run_id, reviewer(args.who), args.from_step, args.note)
+    return _outcome(result, 0.0, args.format, out)
+
+
+def cmd_review_expire(args: argparse.Namespace, out: TextIO) -> int:
+    moved = _desk(args).expire()
+    if args.format == "json":
+        json.dump([{"run": r, "route": route} for r, route in moved], out, indent=2)
+        out.write("\n")
+    else:
+        for run_id, route in moved:
+            print(f"run {run_id} expired -> {route}", file=out)
+        print(f"{len(moved)} expired", file=out)
+    return EXIT_OK
+
+
+def cmd_dlq_retry(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.review.desk import reviewer
+
+    result = _desk(args).retry(args.run_id, reviewer(args.who), args.from_step,
+                               statuses=("failed",))
+    return _outcome(result, 0.0, args.format, out)
+
+
+def cmd_dlq_drop(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.review.desk import reviewer
+
+    who = reviewer(args.who)
+    _desk(args).drop(args.run_id, who, args.note)
+    print(f"run {args.run_id} archived by {who}", file=out)
+    return EXIT_OK

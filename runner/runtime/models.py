@@ -1,0 +1,205 @@
+"""Model calls: the LLMClient protocol, and its implementation on litellm.
+
+litellm is imported only when a flow calls a model (it costs seconds to import), with
+`LITELLM_LOCAL_MODEL_COST_MAP=True` unless the user set it, so that importing it never
+reaches for the network. Its errors are translated into LLMError with the same `kind`s
+as tool errors (timeout, connection, http_429, http_5xx, http_4xx), so one retry policy
+language covers both. Model strings `local/<name>` are served in-process by
+`runner.runtime.local_models`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from runner.core.errors import LLMError
+
+TOP_LOGPROBS = 10  # alternatives per token: enough to weigh a choice against its rivals
+
+
+@dataclass(frozen=True)
+class ToolCallRequest:
+    """A model asking to call a tool: the call id, the tool name, its JSON arguments."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """One model call."""
+
+    model: str
+    messages: Sequence[Mapping[str, Any]]
+    schema: Any = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout_seconds: float = 60.0
+    logprobs: bool = False
+    tools: Sequence[Mapping[str, Any]] = ()
+    step_id: str = ""
+    api_base: str | None = None
+
+
+@dataclass(frozen=True)
+class LLMResponse:
+    """A model's answer, with what it cost."""
+
+    text: str
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    # Per answer token: (token, logprob, the most likely alternatives as (token, logprob)).
+    logprobs: tuple[tuple[str, float, tuple[tuple[str, float], ...]], ...] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    latency_ms: float = 0.0
+    model: str = ""
+    raw: Any = field(default=None, repr=False, compare=False)
+
+
+class LLMClient(Protocol):
+    """What the engine needs from a model provider."""
+
+    def complete(self, request: LLMRequest) -> LLMResponse: ...
+
+
+def _litellm() -> Any:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    return litellm
+
+
+class LiteLLMClient:
+    """Calls any model litellm knows; `local/<name>` goes to an in-process server."""
+
+    def __init__(self, local: Any = None) -> None:
+        self.local = local
+
+    def complete(self, request: LLMRequest) -> LLMResponse:
+        litellm = _litellm()
+        try:
+            kwargs = self._arguments(litellm, request)
+        except OSError as exc:  # a local model that could not be fetched or started
+            raise LLMError(f"model {request.model}: {exc}", "connection") from exc
+        started = time.perf_counter()
+        try:
+            response = litellm.completion(**kwargs)
+        except Exception as exc:
+            raise translate_error(litellm, exc, request.model) from exc
+        latency = (time.perf_counter() - started) * 1000
+        return _response(litellm, response, request.model, latency,
+                         local=request.model.startswith("local/"))
+
+    def _arguments(self, litellm: Any, request: LLMRequest) -> dict[str, Any]:
+        messages = [dict(m) for m in request.messages]
+        kwargs: dict[str, Any] = {"model": request.model, "timeout": request.timeout_seconds,
+                                  "num_retries": 0}
+        if request.model.startswith("local/"):
+            if self.local is None:
+                raise LLMError(f"model {request.model}: local models are not enabled here",
+                               "http_4xx")
+            kwargs.update(model="openai/" + request.model[len("local/"):], api_key="local",
+                          api_base=self.local.api_base(request.model[len("local/"):]))
+        if request.api_base:
+            kwargs["api_base"] = request.api_base
+            kwargs.setdefault("api_key", os.environ.get("OPENAI_API_KEY", "none"))
+        for name in ("temperature", "max_tokens"):
+            if getattr(request, name) is not None:
+                kwargs[name] = getattr(request, name)
+        if request.schema is not None:
+            kwargs["response_format"] = self._response_format(litellm, request, messages)
+        if request.logprobs:
+            kwargs.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
+        if request.tools:
+            kwargs["tools"] = list(request.tools)
+        kwargs["messages"] = messages
+        return kwargs
+
+    def _response_format(self, litellm: Any, request: LLMRequest,
+                         messages: list[dict[str, Any]]) -> dict[str, Any]:
+        schema = request.schema if isinstance(request.schema, dict) else {}
+        native = request.model.startswith("local/")
+        if not native:
+            try:
+                native = bool(litellm.supports_response_schema(model=request.model))
+            except Exception:
+                native = False
+        if native:
+            return {"type": "json_schema",
+                    "json_schema": {"name": "output", "schema": schema, "strict": True}}
+        # JSON mode, with the schema spelled out where the model will read it.
+        messages.insert(0, {"role": "system", "content": "Answer with one JSON value that "
+                            "matches this JSON Schema, and nothing else:\n"
+                            + json.dumps(schema)})
+        return {"type": "json_object"}
+
+
+def _response(litellm: Any, response: Any, model: str, latency: float, *,
+              local: bool) -> LLMResponse:
+    choice = response.choices[0]
+    message = choice.message
+    calls = tuple(ToolCallRequest(c.id, c.function.name, c.function.arguments or "{}")
+                  for c in (getattr(message, "tool_calls", None) or ()))
+    logprobs = None
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if content:
+        logprobs = tuple((t.token, float(t.logprob),
+                          tuple((a.token, float(a.logprob)) for a in (t.top_logprobs or ())))
+                         for t in content)
+    usage = getattr(response, "usage", None)
+    cost: float | None = 0.0 if local else None
+    if not local:
+        try:
+            cost = float(litellm.completion_cost(completion_response=response))
+        except Exception:
+            cost = None  # a model without a price in litellm's table
+    return LLMResponse(
+        text=message.content or "", tool_calls=calls, logprobs=logprobs,
+        prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+        completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        cost_usd=cost, latency_ms=latency, model=model, raw=response,
+    )
+
+
+_KINDS = (
+    ("RateLimitError", "http_429"), ("Timeout", "timeout"),
+    ("APIConnectionError", "connection"), ("ServiceUnavailableError", "http_5xx"),
+    ("InternalServerError", "http_5xx"), ("BadGatewayError", "http_5xx"),
+    ("ContextWindowExceededError", "http_4xx"), ("AuthenticationError", "http_4xx"),
+    ("BadRequestError", "http_4xx"), ("NotFoundError", "http_4xx"),
+    ("PermissionDeniedError", "http_4xx"), ("UnprocessableEntityError", "http_4xx"),
+)
+
+
+def translate_error(litellm: Any, exc: Exception, model: str) -> LLMError:
+    """litellm's exception -> LLMError with a retry class and any Retry-After."""
+    kind = "http_5xx" if isinstance(exc, getattr(litellm, "APIError", ())) else "exception"
+    for name, mapped in _KINDS:
+        if isinstance(exc, getattr(litellm.exceptions, name, ())):
+            kind = mapped
+            break
+    return LLMError(f"model {model}: {type(exc).__name__}: {_first_line(exc)}", kind,
+                    _retry_after(exc))
+
+
+def _retry_after(exc: Exception) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or getattr(exc, "headers", None) or {}
+    value = headers.get("retry-after") if hasattr(headers, "get") else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

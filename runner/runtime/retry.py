@@ -1,0 +1,132 @@
+"""Retries with tenacity: attempts, exponential backoff with a cap, jitter, an overall
+deadline, retry classes, and a server's Retry-After honoured.
+
+Waiting goes through an injected clock, so tests assert the waits without sleeping.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import tenacity
+
+from runner.core.errors import StepError
+from runner.lang.model import RetryPolicy
+
+T = TypeVar("T")
+
+
+class Clock(Protocol):
+    """Time as the engine sees it: a monotonic reading and a way to wait."""
+
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One failed attempt: what went wrong and how long was waited after it."""
+
+    number: int
+    kind: str
+    message: str
+    wait_seconds: float | None
+
+
+class RetriesExhaustedError(StepError):
+    """Every attempt failed (or the failure was not one to retry); carries each error."""
+
+    def __init__(self, attempts: list[Attempt], last: StepError) -> None:
+        self.attempts = attempts
+        self.last = last
+        count = len(attempts)
+        summary = "; ".join(f"#{a.number} {a.kind}: {a.message}" for a in attempts)
+        super().__init__(f"failed after {count} attempt{'s' * (count != 1)}: {summary}",
+                         last.kind)
+
+
+@dataclass
+class Retrier:
+    """Runs a call under a retry policy, recording every failed attempt."""
+
+    policy: RetryPolicy
+    clock: Clock
+    rng: random.Random = field(default_factory=random.Random)
+    retryable: Callable[[StepError], bool] | None = None
+    on_attempt: Callable[[Attempt], None] | None = None
+
+    def call(self, function: Callable[[], T]) -> T:
+        attempts: list[Attempt] = []
+        started = self.clock.monotonic()
+        self._planned: dict[int, float] = {}
+        retrying = tenacity.Retrying(
+            stop=self._stop(started),
+            wait=self._wait,
+            retry=tenacity.retry_if_exception(self._should_retry),
+            sleep=self.clock.sleep,
+            before_sleep=lambda state: self._record(state, attempts),
+            reraise=True,
+        )
+        try:
+            return retrying(function)
+        except StepError as exc:
+            attempts.append(Attempt(len(attempts) + 1, exc.kind, str(exc), None))
+            raise RetriesExhaustedError(attempts, exc) from exc
+
+    def _should_retry(self, exc: BaseException) -> bool:
+        if not isinstance(exc, StepError) or exc.kind not in self.policy.retry_on:
+            return False
+        return self.retryable(exc) if self.retryable else True
+
+    def _stop(self, started: float) -> Callable[[tenacity.RetryCallState], bool]:
+        def stop(state: tenacity.RetryCallState) -> bool:
+            if state.attempt_number >= self.policy.max_attempts:
+                return True
+            deadline = self.policy.deadline_seconds
+            if deadline is None:
+                return False
+            elapsed = self.clock.monotonic() - started
+            return elapsed + self._wait(state) > deadline
+        return stop
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """The wait after this attempt, drawn once: the deadline check and the sleep
+        must see the same jittered value."""
+        if state.attempt_number not in self._planned:
+            self._planned[state.attempt_number] = self._draw_wait(state)
+        return self._planned[state.attempt_number]
+
+    def _draw_wait(self, state: tenacity.RetryCallState) -> float:
+        policy = self.policy
+        wait = policy.interval_seconds * policy.backoff_rate ** (state.attempt_number - 1)
+        wait = min(wait, policy.max_interval_seconds)
+        if policy.jitter:
+            wait = wait / 2 + self.rng.uniform(0, wait / 2)
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(error, "retry_after", None)
+        return max(wait, retry_after) if retry_after is not None else wait
+
+    def _record(self, state: tenacity.RetryCallState, attempts: list[Attempt]) -> None:
+        error: Any = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else None
+        attempt = Attempt(state.attempt_number, getattr(error, "kind", "error"), str(error),
+                          wait)
+        attempts.append(attempt)
+        if self.on_attempt:
+            self.on_attempt(attempt)
+
