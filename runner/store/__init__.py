@@ -1,0 +1,20 @@
+"""The run store: durable state of runs behind the `Store` protocol.
+
+`open_store(url)` opens the store at a database URL (SQLite or PostgreSQL), checking
+its schema revision first. Importing this package loads no database library: that
+happens when a store is opened.
+"""
+
+from __future__ import annotations
+
+from runner.store.base import Store
+
+__all__ = ["Store", "open_store"]
+
+
+def open_store(url: str, *, durable: bool = True) -> Store:
+    """The store at `url` (see runner.store.sql.SqlStore); a StoreError if it cannot be
+    used: a bad URL, an unreachable server, or a schema this runner cannot work with."""
+    from runner.store.sql import SqlStore
+
+    return SqlStore(url, durable=durable)

@@ -1,15 +1,17 @@
-"""The records the run store reads and writes."""
+"""The records the run store reads and writes. A run's audit trail is made of the typed
+events of runner.core.events (`Event` is re-exported here)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from runner.core.events import Event, now
 
-def now() -> datetime:
-    return datetime.now(UTC)
+__all__ = ["Checkpoint", "Decision", "Effect", "Event", "FlowVersion", "RunRecord",
+           "StepCommit", "aware", "now"]
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -21,13 +23,19 @@ def aware(value: datetime | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class FlowVersion:
-    """The exact flow text a run uses."""
+    """The exact flow text a run uses, and where its file was when the run started:
+    `path` as given, `abs_path` resolved, and when a git repository holds the file, that
+    repository's root (`git_root`) and the file's path in it (`repo_path`, with `/`).
+    The last three are None when unknown (runs of release 0.1)."""
 
     digest: str
     name: str
     path: str
     text: str
     git_commit: str | None = None
+    abs_path: str | None = None
+    git_root: str | None = None
+    repo_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,16 +72,6 @@ class Checkpoint:
     attempts: int
     started_at: datetime
     finished_at: datetime
-
-
-@dataclass(frozen=True)
-class Event:
-    """One entry of a run's audit trail."""
-
-    kind: str
-    step_id: str | None = None
-    data: Mapping[str, Any] = field(default_factory=dict)
-    at: datetime = field(default_factory=now)
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,17 @@ hot path runs, built once.
 
 flow_versions (the exact flow text a run started with), runs (status, position, lease,
 model use), checkpoints (each finished step's output), effects (the effect ledger),
-decisions (people's decisions) and events (an append-only audit trail).
+decisions (people's decisions) and events (an append-only audit trail); runner_meta
+holds the schema revision for runners older than Alembic's bookkeeping (alembic_version,
+declared here as Alembic makes it, so that a new database is stamped without loading
+Alembic).
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-metadata = sa.MetaData()
-SCHEMA_VERSION = 1  # raise it with every change to the tables below
+metadata = sa.MetaData()  # change it only together with a new migration (migrations/)
 
 meta = sa.Table(
     "runner_meta", metadata,
@@ -27,6 +29,11 @@ flow_versions = sa.Table(
     sa.Column("git_commit", sa.String(64)),
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # Where the flow file was (revision 0002): its absolute path, the git repository
+    # holding it and its path there. Null when unknown, as for runs of release 0.1.
+    sa.Column("abs_path", sa.Text),
+    sa.Column("git_root", sa.Text),
+    sa.Column("repo_path", sa.Text),
 )
 
 runs = sa.Table(
@@ -97,6 +104,12 @@ events = sa.Table(
     sa.Column("kind", sa.String(40), nullable=False),
     sa.Column("step_id", sa.String(100)),
     sa.Column("data", sa.JSON),
+)
+
+alembic_version = sa.Table(
+    "alembic_version", sa.MetaData(),
+    sa.Column("version_num", sa.String(32), nullable=False),
+    sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
 )
 
 

@@ -1,0 +1,117 @@
+"""What runner asks of a run store: the `Store` protocol.
+
+A store keeps each run's pinned flow version, its status and position, the lease that
+says which process may advance it, its checkpoints, its audit events, people's
+decisions, and the effect ledger. Every write below is one transaction: it happens
+whole or not at all. Writes that advance a run are fenced: they succeed only for the
+lease's owner, or only while the run is exactly as the caller last read it.
+
+`SqlStore` (runner.store.sql) implements it on SQLite and PostgreSQL; tests/store runs
+one contract suite against every implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from runner.store.records import (
+    Checkpoint,
+    Decision,
+    Effect,
+    Event,
+    FlowVersion,
+    RunRecord,
+    StepCommit,
+)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable state of runs. Errors are StoreError (runner.core.errors)."""
+
+    url: str
+    """Where the store is, as a database URL."""
+
+    def create_run(self, run_id: str, version: FlowVersion, input_value: Any,
+                   first_step: str, owner: str) -> None:
+        """Pin `version` (stored once per digest, never changed after) and create the run
+        at `first_step`, status running, leased to `owner`, with a `run_started` event;
+        one transaction."""
+        ...
+
+    def flow_version(self, digest: str) -> FlowVersion:
+        """The pinned flow version with this digest; StoreError if there is none."""
+        ...
+
+    def run(self, run_id: str) -> RunRecord:
+        """The run with this id, or the only run whose id starts with it; StoreError if
+        there is none or the prefix is ambiguous."""
+        ...
+
+    def list_runs(self, *, status: str | None = None, flow: str | None = None,
+                  limit: int = 50) -> list[RunRecord]:
+        """Runs newest first, at most `limit`, optionally of one status and one flow."""
+        ...
+
+    def claim(self, run_id: str, owner: str, *, statuses: Sequence[str] = ("running",),
+              reopen_at: str | None = None) -> RunRecord:
+        """Lease the run to `owner` and return it as claimed. The run must be in one of
+        `statuses`. A live lease is respected (StoreError); an expired one, or one held
+        by a dead process on this host, is taken over. With `reopen_at` the run is set
+        running at that step, its reason and error cleared. Of two processes claiming at
+        once exactly one succeeds; a `run_resumed` event is written with the claim."""
+        ...
+
+    def release(self, run_id: str, owner: str) -> None:
+        """Give up `owner`'s lease on the run; nothing happens if `owner` does not hold it."""
+        ...
+
+    def commit_step(self, run_id: str, owner: str, commit: StepCommit) -> None:
+        """Write a finished step in one transaction: its checkpoint, the run's new
+        status, position and model use, the effect row it finished and its events.
+        Fenced by the lease: StoreError, and nothing written, unless `owner` holds it.
+        A step that ends the run (status not running) also gives the lease up."""
+        ...
+
+    def checkpoints(self, run_id: str) -> list[Checkpoint]:
+        """The run's finished steps, in the order they finished (by `seq`)."""
+        ...
+
+    def events(self, run_id: str) -> list[Event]:
+        """The run's audit trail, oldest first: each event as its typed record
+        (runner.core.events.parse), a kind this release does not know as UnknownEvent."""
+        ...
+
+    def add_events(self, run_id: str, batch: Sequence[Event]) -> None:
+        """Append events to the run's audit trail, in one transaction."""
+        ...
+
+    def decide(self, record: RunRecord, decision: Decision, *, status: str, position: str,
+               owner: str | None = None, checkpoint: Checkpoint | None = None,
+               effect: tuple[str, str, Any] | None = None) -> None:
+        """Record a person's decision and move the run to `status` at `position`, with an
+        optional checkpoint and finished effect `(key, status, result)`, in one
+        transaction, and only if the run is unleased and still as `record` shows it
+        (same status and step count): of two people deciding at once, one wins and the
+        other gets a StoreError. With `owner` the run is leased to it."""
+        ...
+
+    def decisions(self, run_id: str) -> list[Decision]:
+        """The decisions made on the run, oldest first."""
+        ...
+
+    def effect(self, key: str) -> Effect | None:
+        """The effect ledger's row for `key`, if any."""
+        ...
+
+    def start_effect(self, key: str, run_id: str, step_id: str, tool: str) -> Effect | None:
+        """Record, durably and before it runs, that an effect is starting: None once a
+        new `started` row is written (a `failed` row is started again); the existing row,
+        with nothing written, if the key is already in the ledger. Of processes starting
+        one key at once, one gets None and the others the row or a StoreError."""
+        ...
+
+    def close(self) -> None:
+        """Let go of the store's connections."""
+        ...

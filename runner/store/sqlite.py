@@ -1,0 +1,95 @@
+"""What SQLite needs that other databases do not: its pragmas, a write lock taken at
+the start of a write transaction, and a cheaper way to run the hot path's statements."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+_WRITE = "write"  # set in a connection's info while it runs a write transaction
+_JSON_PARAMS = {"error", "output", "result", "data"}
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores a DateTime in SQLite
+
+
+def dumps(value: Any) -> str:
+    """JSON as the store writes it on every database (non-ASCII kept as it is)."""
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def sqlite_engine(url: sa.URL, *, durable: bool) -> sa.Engine:
+    """An engine for a SQLite file (its folder made if missing) or for memory: WAL,
+    foreign keys on, and transactions begun explicitly (see `write_transaction`)."""
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, json_serializer=dumps)
+    else:  # one connection, shared by every thread: the database lives in it
+        engine = sa.create_engine(url, json_serializer=dumps, poolclass=sa.pool.StaticPool,
+                                  connect_args={"check_same_thread": False})
+    _listen(engine, durable=durable)
+    return engine
+
+
+def _listen(engine: sa.Engine, *, durable: bool) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # transactions are begun below, explicitly
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before it returns, so a checkpoint survives power loss.
+        cursor.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        # A write takes the lock up front: a deferred transaction that reads, then
+        # writes, can fail at once with "database is locked" when another process
+        # writes too. Reads stay deferred, so in WAL mode they never wait for writers.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get(_WRITE) else "BEGIN")
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sa.Connection) -> Iterator[sa.Connection]:
+    """A transaction that will write: on SQLite it holds the database's write lock from
+    its first statement (BEGIN IMMEDIATE), so other writers wait for it to end."""
+    conn.info[_WRITE] = True
+    try:
+        with conn.begin():
+            yield conn
+    finally:
+        conn.info.pop(_WRITE, None)
+
+
+class CompiledStatements:
+    """The hot path's statements compiled once for SQLite, with their values converted
+    here as SQLAlchemy's types would: a step's commit gets several times cheaper."""
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        self._dialect = dialect
+        self._sql: dict[Any, tuple[str, tuple[str, ...]]] = {}
+
+    def execute(self, conn: sa.Connection, statement: Any, params: dict[str, Any]) -> int:
+        """Run `statement` with `params`; its row count."""
+        if statement not in self._sql:
+            compiled = statement.compile(dialect=self._dialect, column_keys=list(params))
+            self._sql[statement] = (str(compiled), tuple(compiled.positiontup or ()))
+        sql, names = self._sql[statement]
+        values = tuple(sqlite_value(name, params[name]) for name in names)
+        return int(conn.exec_driver_sql(sql, values).rowcount)
+
+
+def sqlite_value(name: str, value: Any) -> Any:
+    """A value as SQLAlchemy's types store it in SQLite: JSON as text (None as `null`),
+    times as UTC text."""
+    if name in _JSON_PARAMS:
+        return dumps(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime(_SQLITE_TIME)
+    return value
