@@ -1,159 +1,33 @@
-"""Shared fixtures."""
+"""Fixtures for every test (a scripted HTTP server, a refused URL), and two guards that
+keep the marks honest: a test that kills processes is marked `slow`, a test that uses
+PostgreSQL is marked `postgres`."""
 
 from __future__ import annotations
 
-import json
+import os
+import signal
 import socket
-import threading
-from collections import deque
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import urlsplit
+from collections.abc import Iterator
 
 import pytest
+from scripted_server import ScriptedServer
 
 
-@dataclass(frozen=True)
-class Reply:
-    """One scripted response: status, headers, body, delay. The body is bytes, text, a
-    JSON value, or a function of the request (`Received`) that returns one of those.
-    `drop` closes the connection without any response (after the delay)."""
-
-    status: int = 200
-    body: Any = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    drop: bool = False
-
-    def encoded(self, request: Received) -> tuple[bytes, dict[str, str]]:
-        headers = dict(self.headers)
-        body = self.body(request) if callable(self.body) else self.body
-        if body is None:
-            return b"", headers
-        if isinstance(body, bytes):
-            return body, headers
-        if isinstance(body, str):
-            headers.setdefault("Content-Type", "text/plain; charset=utf-8")
-            return body.encode("utf-8"), headers
-        headers.setdefault("Content-Type", "application/json")
-        return json.dumps(body).encode("utf-8"), headers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test on PostgreSQL (a fixture named *postgres*, or a parameter whose id says
+    postgres) carries the `postgres` mark, so that `-m "not postgres"` deselects it."""
+    unmarked = [item.nodeid for item in items
+                if _uses_postgres(item) and not item.get_closest_marker("postgres")]
+    if unmarked:
+        raise pytest.UsageError("these tests use PostgreSQL but are not marked "
+                                "@pytest.mark.postgres:\n  " + "\n  ".join(unmarked))
 
 
-@dataclass(frozen=True)
-class Received:
-    """One request the server saw, recorded as it arrived (before any delay)."""
-
-    method: str
-    path: str
-    query: str
-    headers: Mapping[str, str]  # names lower-cased
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class ScriptedServer:
-    """A real HTTP server on 127.0.0.1 that answers each path from a per-test queue of
-    replies and records every request. A path whose queue is empty answers 418."""
-
-    UNSCRIPTED = 418
-
-    def __init__(self) -> None:
-        self._scripts: dict[str, deque[Reply]] = {}
-        self._lock = threading.Condition()
-        self._release = threading.Event()  # set at teardown: delayed replies stop waiting
-        self.requests: list[Received] = []
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        host, port = self._httpd.server_address[:2]
-        self.url = f"http://{host}:{port}"
-
-    def script(self, path: str, *replies: Reply) -> None:
-        """Queue replies for `path` (without query); they are used in order."""
-        with self._lock:
-            self._scripts.setdefault(path, deque()).extend(replies)
-
-    def requests_to(self, path: str) -> list[Received]:
-        with self._lock:
-            return [r for r in self.requests if r.path == path]
-
-    def wait_for_requests(self, count: int, *, path: str | None = None,
-                          timeout: float = 5.0) -> list[Received]:
-        """Wait (on a condition, with a deadline) until at least `count` requests came."""
-        def seen() -> list[Received]:
-            return [r for r in self.requests if path is None or r.path == path]
-
-        with self._lock:
-            if not self._lock.wait_for(lambda: len(seen()) >= count, timeout=timeout):
-                raise AssertionError(f"expected {count} requests to {path or 'the server'} "
-                                     f"within {timeout}s; saw {len(seen())}")
-            return seen()
-
-    def _next_reply(self, path: str) -> Reply:
-        with self._lock:
-            queue = self._scripts.get(path)
-            if queue:
-                return queue.popleft()
-        return Reply(self.UNSCRIPTED, f"no scripted reply left for {path}")
-
-    def _record(self, request: Received) -> None:
-        with self._lock:
-            self.requests.append(request)
-            self._lock.notify_all()
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                parts = urlsplit(self.path)
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                request = Received(self.command, parts.path, parts.query, headers, body)
-                server._record(request)
-                reply = server._next_reply(parts.path)
-                if reply.delay:
-                    server._release.wait(reply.delay)
-                if reply.drop:
-                    self.close_connection = True
-                    return
-                payload, reply_headers = reply.encoded(request)
-                try:
-                    self.send_response(reply.status)
-                    for name, value in reply_headers.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except OSError:  # the client gave up (a timeout): nothing to answer
-                    self.close_connection = True
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._release.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
+def _uses_postgres(item: pytest.Item) -> bool:
+    fixtures = getattr(item, "fixturenames", ())
+    callspec = getattr(item, "callspec", None)
+    return any("postgres" in name for name in fixtures) or (
+        callspec is not None and "postgres" in callspec.id)
 
 
 @pytest.fixture
@@ -177,3 +51,34 @@ def refused_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         sock.close()
+
+
+@pytest.fixture(autouse=True)
+def _killing_needs_the_slow_mark(request: pytest.FixtureRequest,
+                                 monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A test that signals a process (a crash test, a kill and resume) must be marked
+    `slow`, so that `-m "not slow"` stays the fast loop. The signal is still sent (no
+    process is left behind); the test errors at teardown. Signal 0 only asks whether a
+    process lives, and is allowed everywhere."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    sent: list[str] = []
+    kill, killpg = os.kill, os.killpg
+
+    def guarded_kill(pid: int, sig: int) -> None:
+        if sig != 0:
+            sent.append(f"{signal.Signals(sig).name} to process {pid}")
+        kill(pid, sig)
+
+    def guarded_killpg(pgid: int, sig: int) -> None:
+        if sig != 0:
+            sent.append(f"{signal.Signals(sig).name} to process group {pgid}")
+        killpg(pgid, sig)
+
+    monkeypatch.setattr(os, "kill", guarded_kill)
+    monkeypatch.setattr(os, "killpg", guarded_killpg)
+    yield
+    if sent:
+        pytest.fail(f"{request.node.nodeid} sent {', '.join(sent)}: a test that kills "
+                    "processes is marked @pytest.mark.slow", pytrace=False)

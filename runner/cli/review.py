@@ -9,8 +9,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from runner.cli.runs import EXIT_OK, _common, _outcome, _short, _store, _table, _timeline
+from runner.cli.output import (
+    add_store_options,
+    events_json,
+    open_store,
+    outcome,
+    short,
+    table,
+    timeline,
+)
 from runner.core.errors import UsageError
+from runner.core.vocabulary import ExitCode
 
 
 def add_review_commands(commands: Any) -> None:
@@ -57,16 +66,16 @@ def _action(actions: Any, name: str, help_text: str, command: Any, *, run: bool 
                             help="who decides (default: git user.name, else the OS user)")
     if note:
         parser.add_argument("--note", metavar="TEXT")
-    _common(parser)
+    add_store_options(parser)
     parser.set_defaults(command=command)
     return parser
 
 
 def _desk(args: argparse.Namespace) -> Any:
-    from runner.runtime.engine import Engine
     from runner.review.desk import Desk
+    from runner.runtime.engine import Engine
 
-    return Desk(Engine(_store(args)))
+    return Desk(Engine(open_store(args)))
 
 
 def _age(moment: datetime) -> str:
@@ -91,21 +100,21 @@ def _queue(args: argparse.Namespace, out: TextIO, status: str) -> int:
     if args.format == "json":
         json.dump([_proposal_json(p) for p in items], out, indent=2, default=str)
         out.write("\n")
-        return EXIT_OK
+        return ExitCode.OK
     if not items:
         print("nothing waiting" if status == "escalated" else "no failed runs", file=out)
-        return EXIT_OK
+        return ExitCode.OK
     header = ("RUN", "FLOW", "STEP", "REASON", "SCORE", "AGE") if status == "escalated" \
         else ("RUN", "FLOW", "STEP", "ERROR", "AGE")
     rows = [header]
     for p in items:
         score = "-" if p.score is None else f"{p.score:.2f}"
-        why = _short(p.run.reason or "", 60)
+        why = short(p.run.reason or "", 60)
         rows.append((p.run.id, p.run.flow_name, p.step_id, why, score, _age(p.run.updated_at))
                     if status == "escalated" else
                     (p.run.id, p.run.flow_name, p.step_id, why, _age(p.run.updated_at)))
-    _table(rows, out)
-    return EXIT_OK
+    table(rows, out)
+    return ExitCode.OK
 
 
 def cmd_review_list(args: argparse.Namespace, out: TextIO) -> int:
@@ -123,11 +132,10 @@ def cmd_review_show(args: argparse.Namespace, out: TextIO) -> int:
     if args.format == "json":
         data = _proposal_json(p)
         data["decisions"] = [d.__dict__ for d in desk.store.decisions(p.run.id)]
-        data["events"] = [{"at": e.at.isoformat(), "kind": e.kind, "step": e.step_id,
-                           "data": e.data} for e in events]
+        data["events"] = events_json(events)
         json.dump(data, out, indent=2, default=str)
         out.write("\n")
-        return EXIT_OK
+        return ExitCode.OK
     print(f"run      {p.run.id} ({p.run.flow_name}), {p.run.status} {_age(p.run.updated_at)}"
           " ago", file=out)
     if p.run.failed_step:
@@ -139,7 +147,7 @@ def cmd_review_show(args: argparse.Namespace, out: TextIO) -> int:
     if p.effect_key:
         print(f"in doubt effect {p.effect_key} may have happened: approve if it did, "
               f"retry --from {p.step_id} if it did not", file=out)
-    print(f"input    {_short(json.dumps(p.run.input, ensure_ascii=False), 300)}", file=out)
+    print(f"input    {short(json.dumps(p.run.input, ensure_ascii=False), 300)}", file=out)
     if p.run.status == "escalated":
         shown = json.dumps(p.content, indent=2, ensure_ascii=False)
         print(f"proposed output of {p.target} (hash {p.content_hash[:12]}):", file=out)
@@ -148,11 +156,11 @@ def cmd_review_show(args: argparse.Namespace, out: TextIO) -> int:
               f" | runner review reject {p.run.id} --reason TEXT", file=out)
     elif p.run.status == "failed":
         if p.run.error:
-            print(f"error    {_short(p.run.error.get('message', ''), 300)}", file=out)
+            print(f"error    {short(p.run.error.get('message', ''), 300)}", file=out)
         print(f"decide   runner dlq retry {p.run.id} | runner dlq drop {p.run.id}", file=out)
     print("audit trail:", file=out)
-    _timeline(events, out)
-    return EXIT_OK
+    timeline(events, out)
+    return ExitCode.OK
 
 
 def cmd_review_approve(args: argparse.Namespace, out: TextIO) -> int:
@@ -169,7 +177,7 @@ def cmd_review_approve(args: argparse.Namespace, out: TextIO) -> int:
     result = _desk(args).approve(args.run_id, who, content=content, edited=edited,
                                  sets=tuple(args.sets), note=args.note, expect_hash=args.hash)
     print(f"approved by {who}", file=sys.stderr)
-    return _outcome(result, 0.0, args.format, out)
+    return outcome(result, 0.0, args.format, out)
 
 
 def cmd_review_reject(args: argparse.Namespace, out: TextIO) -> int:
@@ -178,14 +186,14 @@ def cmd_review_reject(args: argparse.Namespace, out: TextIO) -> int:
     who = reviewer(args.who)
     _desk(args).reject(args.run_id, who, args.reason)
     print(f"run {args.run_id} rejected by {who}: {args.reason}", file=out)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_review_retry(args: argparse.Namespace, out: TextIO) -> int:
     from runner.review.desk import reviewer
 
     result = _desk(args).retry(args.run_id, reviewer(args.who), args.from_step, args.note)
-    return _outcome(result, 0.0, args.format, out)
+    return outcome(result, 0.0, args.format, out)
 
 
 def cmd_review_expire(args: argparse.Namespace, out: TextIO) -> int:
@@ -197,7 +205,7 @@ def cmd_review_expire(args: argparse.Namespace, out: TextIO) -> int:
         for run_id, route in moved:
             print(f"run {run_id} expired -> {route}", file=out)
         print(f"{len(moved)} expired", file=out)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_dlq_retry(args: argparse.Namespace, out: TextIO) -> int:
@@ -205,7 +213,7 @@ def cmd_dlq_retry(args: argparse.Namespace, out: TextIO) -> int:
 
     result = _desk(args).retry(args.run_id, reviewer(args.who), args.from_step,
                                statuses=("failed",))
-    return _outcome(result, 0.0, args.format, out)
+    return outcome(result, 0.0, args.format, out)
 
 
 def cmd_dlq_drop(args: argparse.Namespace, out: TextIO) -> int:
@@ -214,4 +222,4 @@ def cmd_dlq_drop(args: argparse.Namespace, out: TextIO) -> int:
     who = reviewer(args.who)
     _desk(args).drop(args.run_id, who, args.note)
     print(f"run {args.run_id} archived by {who}", file=out)
-    return EXIT_OK
+    return ExitCode.OK

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 from xml.etree import ElementTree
 
 from runner.core.errors import FlowError, UsageError
-
-EXIT_OK, EXIT_FAILED = 0, 1
+from runner.core.vocabulary import ExitCode
 
 
 def add_test_command(commands: Any) -> None:
@@ -56,65 +56,93 @@ def find_test_files(paths: list[str]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def cmd_test(args: argparse.Namespace, out: TextIO) -> int:
-    from runner.flowtest.cases import CaseResult, coverage, load_test_file, run_case
+BROKEN = "(the test file)"  # the case name of a test file that has problems
 
+
+@dataclass
+class _Tally:
+    """What the test files came to: every case's result, and the routes covered."""
+
+    results: list[Any] = field(default_factory=list)
+    routes: int = 0
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def cases(self) -> list[Any]:
+        return [r for r in self.results if r.case != BROKEN]
+
+    @property
+    def broken(self) -> int:
+        return len(self.results) - len(self.cases)
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * (self.routes - len(self.missing)) / self.routes if self.routes else 100.0
+
+
+def cmd_test(args: argparse.Namespace, out: TextIO) -> int:
     files = find_test_files(args.paths)
     if not files:
         raise UsageError("no flow test files (*.test.yaml) found in " + ", ".join(args.paths))
     started = time.perf_counter()
-    results: list[Any] = []
-    broken, total_routes, missing_all = 0, 0, []
+    tally = _Tally()
     for path in files:
-        try:
-            test = load_test_file(path)
-        except FlowError as exc:
-            broken += 1
-            for problem in exc.problems:
-                print(problem, file=out)
-            results.append(CaseResult(str(path), "(the test file)",
-                                      [str(p) for p in exc.problems]))
-            continue
-        print(str(path), file=out)
-        exercised: set[tuple[str, str]] = set()
-        for case in test.cases:
-            result = run_case(test, case)
-            results.append(result)
-            exercised |= result.routes
-            print(f"  {'PASS' if result.passed else 'FAIL'} {case.name}", file=out)
-            for difference in result.differences:
-                print("       " + difference.replace("\n", "\n       "), file=out)
-        routes, missing = coverage(test.compiled, exercised)
-        total_routes += routes
-        missing_all += missing
-        for route in missing:
-            print(f"  route not exercised: {test.compiled.flow.name}: {route}", file=out)
-    failed = sum(1 for r in results if not r.passed and r.case != "(the test file)")
-    cases = [r for r in results if r.case != "(the test file)"]
-    percent = 100.0 * (total_routes - len(missing_all)) / total_routes if total_routes else 100.0
-    print(f"route coverage: {total_routes - len(missing_all)}/{total_routes} "
-          f"({percent:.0f}%)", file=out)
-    summary = f"{len(cases)} case{'s' * (len(cases) != 1)}: {len(cases) - failed} passed, " \
-        f"{failed} failed"
-    if broken:
-        summary += f"; {broken} test file{'s' * (broken != 1)} with problems"
-    print(f"{summary} ({time.perf_counter() - started:.1f} s)", file=out)
+        _test_file(path, tally, out)
+    failed = sum(1 for r in tally.cases if not r.passed)
+    _summary(tally, failed, time.perf_counter() - started, out)
     if args.junit:
-        write_junit(args.junit, results)
-    if percent + 1e-9 < args.min_coverage:
-        print(f"route coverage {percent:.1f}% is below --min-coverage {args.min_coverage:g}%",
-              file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_FAILED if failed or broken else EXIT_OK
+        write_junit(args.junit, tally.results)
+    if tally.percent + 1e-9 < args.min_coverage:
+        print(f"route coverage {tally.percent:.1f}% is below --min-coverage "
+              f"{args.min_coverage:g}%", file=sys.stderr)
+        return ExitCode.FAILED
+    return ExitCode.FAILED if failed or tally.broken else ExitCode.OK
+
+
+def _test_file(path: Path, tally: _Tally, out: TextIO) -> None:
+    """Run one test file's cases, printing each, and add them to the tally."""
+    from runner.flowtest.cases import CaseResult, coverage, load_test_file, run_case
+
+    try:
+        test = load_test_file(path)
+    except FlowError as exc:
+        for problem in exc.problems:
+            print(problem, file=out)
+        tally.results.append(CaseResult(str(path), BROKEN, [str(p) for p in exc.problems]))
+        return
+    print(str(path), file=out)
+    exercised: set[tuple[str, str]] = set()
+    for case in test.cases:
+        result = run_case(test, case)
+        tally.results.append(result)
+        exercised |= result.routes
+        print(f"  {'PASS' if result.passed else 'FAIL'} {case.name}", file=out)
+        for difference in result.differences:
+            print("       " + difference.replace("\n", "\n       "), file=out)
+    routes, missing = coverage(test.compiled, exercised)
+    tally.routes += routes
+    tally.missing += missing
+    for route in missing:
+        print(f"  route not exercised: {test.compiled.flow.name}: {route}", file=out)
+
+
+def _summary(tally: _Tally, failed: int, seconds: float, out: TextIO) -> None:
+    covered = tally.routes - len(tally.missing)
+    print(f"route coverage: {covered}/{tally.routes} ({tally.percent:.0f}%)", file=out)
+    cases = len(tally.cases)
+    summary = f"{cases} case{'s' * (cases != 1)}: {cases - failed} passed, {failed} failed"
+    if tally.broken:
+        summary += f"; {tally.broken} test file{'s' * (tally.broken != 1)} with problems"
+    print(f"{summary} ({seconds:.1f} s)", file=out)
 
 
 def cmd_record(args: argparse.Namespace, out: TextIO) -> int:
     from runner.cli.runs import _read_input
-    from runner.runtime.engine import Engine
-    from runner.lang.load import load_flow
-    from runner.runtime.models import LiteLLMClient
-    from runner.runtime.local_models import LocalModels
     from runner.flowtest.record import append_case, case_yaml, record_case
+    from runner.lang.load import load_flow
+    from runner.runtime.engine import Engine
+    from runner.runtime.local_models import LocalModels
+    from runner.runtime.models import LiteLLMClient
     from runner.store.sql import SqlStore
 
     compiled = load_flow(args.flow)  # a FlowError is reported by main()
@@ -131,7 +159,7 @@ def cmd_record(args: argparse.Namespace, out: TextIO) -> int:
         print(f"added case {args.name!r} to {target}", file=out)
     else:
         out.write(case_yaml(case))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def write_junit(path: str, results: list[Any]) -> None:

@@ -8,6 +8,8 @@
      +-- StepError        a step failed at run time; its error route is taken
           +-- ToolError   a tool call failed; `kind` says how (timeout, connection, ...)
           +-- LLMError    a model call failed or its answer stayed invalid
+          +-- RetriesExhaustedError  every attempt failed; carries each one
+          +-- BudgetExceededError    a run reached its budget before a model call
 
 Author mistakes are reported as located problems and never as tracebacks; run-time
 failures name the run, the step and the step's line in the flow.
@@ -16,6 +18,8 @@ failures name the run, the step and the step's line in the flow.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from runner.core.vocabulary import ErrorKind
 
 
 @dataclass(frozen=True, order=True)
@@ -86,6 +90,35 @@ class LLMError(StepError):
                  retry_after: float | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(message, kind)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One failed attempt: what went wrong and how long was waited after it."""
+
+    number: int
+    kind: str
+    message: str
+    wait_seconds: float | None
+
+
+class RetriesExhaustedError(StepError):
+    """Every attempt failed (or the failure was not one to retry); carries each error."""
+
+    def __init__(self, attempts: list[Attempt], last: StepError) -> None:
+        self.attempts = attempts
+        self.last = last
+        count = len(attempts)
+        summary = "; ".join(f"#{a.number} {a.kind}: {a.message}" for a in attempts)
+        super().__init__(f"failed after {count} attempt{'s' * (count != 1)}: {summary}",
+                         last.kind)
+
+
+class BudgetExceededError(StepError):
+    """A run reached one of its flow's budget limits before a model call."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, ErrorKind.BUDGET_EXCEEDED)
 
 
 def crash_report() -> str:

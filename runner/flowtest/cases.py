@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.core.errors import FlowError, InputError, LLMError, ToolError
+from runner.kinds.base import Call
 from runner.lang import schema
 from runner.lang.compiler import CompiledFlow
-from runner.core.errors import FlowError, InputError, LLMError, ToolError
 from runner.lang.load import load_flow
-from runner.runtime.models import LLMRequest, LLMResponse, ToolCallRequest
 from runner.lang.source import Document, load_file
+from runner.runtime.models import LLMRequest, LLMResponse, ToolCallRequest
 from runner.store.sql import SqlStore
 from runner.testing import FakeClock
-from runner.kinds.tools.builtin import Call
 
 TEST_SCHEMA = "flowtest.v1.json"
 

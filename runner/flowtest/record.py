@@ -11,10 +11,11 @@ from typing import Any
 
 import yaml
 
-from runner.lang.compiler import CompiledFlow
 from runner.core.errors import StepError
+from runner.kinds.base import Call, ToolCall
+from runner.kinds.registry import TOOL_KINDS
+from runner.lang.compiler import CompiledFlow
 from runner.runtime.models import LLMClient, LLMRequest, LLMResponse
-from runner.kinds.tools.builtin import TOOL_KINDS, Call, ToolKind
 
 
 class RecordingLLM:
@@ -47,7 +48,7 @@ def _answer(response: LLMResponse) -> Any:
 class RecordingTool:
     """Passes calls to the real tool and keeps each result or failure."""
 
-    def __init__(self, inner: ToolKind) -> None:
+    def __init__(self, inner: ToolCall) -> None:
         self.inner = inner
         self.results: list[dict[str, Any]] = []
 
@@ -65,7 +66,7 @@ def record_case(compiled: CompiledFlow, input_value: Any, name: str, client: LLM
                 make_engine: Callable[..., Any]) -> dict[str, Any]:
     """Run the flow once for real (its effects happen) and return it as a test case."""
     flow_file = Path(compiled.flow.document.file)
-    tools = {t.name: RecordingTool(TOOL_KINDS[t.kind](t, flow_file=flow_file))
+    tools = {t.name: RecordingTool(TOOL_KINDS[t.kind].connect(t, flow_file=flow_file))
              for t in compiled.flow.tools.values()}
     llm = RecordingLLM(client)
     engine = make_engine(tools=tools, llm=llm)

@@ -8,91 +8,27 @@ collected, then reported at once.
 from __future__ import annotations
 
 import difflib
-import re
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from runner.core import templates
 from runner.core.errors import Problem
+from runner.core.vocabulary import ENDINGS, Ending, Outcome
+from runner.kinds.registry import POLICY_KINDS, STEP_KINDS, TOOL_KINDS
+from runner.lang.model import Flow, ModelStep, Step
 from runner.lang.routes import availability, can_exit, edges, loop_of, reachable
-from runner.lang.model import (
-    ENDINGS,
-    AgentStep,
-    ConfidenceGate,
-    Flow,
-    LlmStep,
-    ModelStep,
-    PolicyStep,
-    Step,
-    SwitchStep,
-    ToolStep,
-)
-from runner.kinds.policies.builtin import DETECTORS as policy_detectors
-from runner.kinds.tools.python_target import locate_python_target
 from runner.lang.schema import schema_problems
-from runner.lang.source import Path_
+from runner.lang.source import Path_, strings_in
 
-STEP_ROOTS = ("input", "steps", "run", "env", "secret")
-TOOL_ROOTS = ("args", "input", "run", "env", "secret")
 RUN_FIELDS = ("id", "flow")
 ALERT_RUN_FIELDS = ("id", "flow", "status", "step", "reason")
 NOTIFY_ROOTS = ("run", "input", "env", "secret")
 STEP_FIELDS = ("output",)
-DETECTORS = tuple(policy_detectors)
 
 
 def _suggest(name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     return f"; did you mean `{close[0]}`?" if close else ""
-
-
-def _check_policy_regex(checker: Checker, policy: Any) -> None:
-    try:
-        re.compile(policy.value)
-    except re.error as exc:
-        checker.add((*policy.path, policy.kind), f"not a valid regular expression: {exc}")
-
-
-def _check_policy_nothing(checker: Checker, policy: Any) -> None:
-    """max_length and detect need no check beyond their schema."""
-
-
-def _check_policy_expression(checker: Checker, policy: Any) -> None:
-    checker.template((*policy.path, "check"), policy.value,
-                     ("text", "input", "steps", "run", "env"), expression=True)
-
-
-def _check_policy_judge(checker: Checker, policy: Any) -> None:
-    checker.model_ref((*policy.path, "judge", "model"), policy.value.get("model"))
-
-
-# Policy kinds -> their compile-time check; the schema's policy kinds must equal these keys.
-POLICY_KINDS: dict[str, Callable[[Checker, Any], None]] = {
-    "deny": _check_policy_regex, "require": _check_policy_regex,
-    "max_length": _check_policy_nothing, "detect": _check_policy_nothing,
-    "check": _check_policy_expression, "judge": _check_policy_judge,
-}
-
-
-def _check_gate_field(checker: Checker, step: LlmStep, gate: ConfidenceGate) -> None:
-    checker.template((*step.path, "confidence", "score"), gate.score or "",
-                     (*STEP_ROOTS, "output"), step=step)
-
-
-def _check_gate_sampled(checker: Checker, step: LlmStep, gate: ConfidenceGate) -> None:
-    """logprobs and agreement read the model's own answers: nothing to resolve."""
-
-
-def _check_gate_judge(checker: Checker, step: LlmStep, gate: ConfidenceGate) -> None:
-    checker.model_ref((*step.path, "confidence", "judge"), gate.judge)
-
-
-# Confidence methods -> their compile-time check; equal to the schema's method enum.
-CONFIDENCE_METHODS: dict[str, Callable[[Checker, LlmStep, ConfidenceGate], None]] = {
-    "field": _check_gate_field, "logprobs": _check_gate_sampled,
-    "agreement": _check_gate_sampled, "judge": _check_gate_judge,
-}
 
 
 class Checker:
@@ -120,10 +56,17 @@ class Checker:
         self.models()
         self.notify()
         for policy in self.flow.policies.values():
-            POLICY_KINDS[policy.kind](self, policy)
+            POLICY_KINDS[policy.kind].check(self, policy)
         for step in self.flow.steps:
-            self.step(step)
+            STEP_KINDS[step.kind].check(self, step)
         return sorted(set(self.problems))
+
+    def known(self, path: Path_, what: str, name: str, names: Mapping[str, Any]) -> bool:
+        """Report `unknown <what> `name`` (with "did you mean") unless it is in `names`."""
+        if name in names:
+            return True
+        self.add(path, f"unknown {what} `{name}`{_suggest(name, names)}")
+        return False
 
     # -- ids and routes ---------------------------------------------------------------
     def step_ids(self) -> None:
@@ -153,7 +96,8 @@ class Checker:
                 self.add(step.path, f"step `{step.id}` has no failure path: add `on_error` "
                          "to it, or a flow-wide `on_error`")
             for trigger, dest in step.routes().items():
-                self.route(_route_path(step, trigger), dest, targets, error=trigger == "error")
+                self.route(step.route_path(trigger), dest, targets,
+                           error=trigger == Outcome.ERROR)
         dests = [d for s in self.flow.steps for d in s.routes().values()]
         budget = self.flow.budget.on_exceeded if self.flow.budget else "human_review"
         expired = self.flow.review.on_expired if self.flow.review else "dead_letter"
@@ -166,7 +110,7 @@ class Checker:
         if dest not in targets:
             self.add(path, f"unknown route `{dest}`: not a step id nor an ending"
                      f"{_suggest(dest, targets)}")
-        elif error and dest == "done":
+        elif error and dest == Ending.DONE:
             self.add(path, "a failure must not complete the run: route it to human_review, "
                      "dead_letter or a step that handles it")
 
@@ -214,15 +158,7 @@ class Checker:
 
     def tools(self) -> None:
         for tool in self.flow.tools.values():
-            if tool.python:
-                message = locate_python_target(Path(self.doc.file), tool.python)[1]
-                if message:
-                    self.add((*tool.path, "python"), message)
-            if tool.http:
-                self.http_templates(tool)
-            for key, value in (tool.smtp or {}).items():
-                if isinstance(value, str):
-                    self.template((*tool.path, "smtp", key), value, TOOL_ROOTS)
+            TOOL_KINDS[tool.kind].check(self, tool)
             for key in ("idempotency_key", "idempotent"):
                 if (*tool.path, key) in self.doc.values and not tool.effect:
                     self.add((*tool.path, key), f"`{key}` applies only to tools with "
@@ -231,26 +167,12 @@ class Checker:
                 self.template((*tool.path, "idempotency_key"), tool.idempotency_key,
                               ("args", "input", "run", "env"))
 
-    def http_templates(self, tool: Any) -> None:
-        request = tool.http
-        base = (*tool.path, "http")
-        self.template((*base, "url"), request.url, TOOL_ROOTS)
-        for part in ("headers", "query"):
-            for name, value in getattr(request, part).items():
-                self.template((*base, part, name), value, TOOL_ROOTS)
-        if request.body is not None:
-            self.template((*base, "body"), request.body, TOOL_ROOTS)
-        for path, value in _strings(request.json, (*base, "json")):
-            self.template(path, value, TOOL_ROOTS)
-
     def notify(self) -> None:
         notify = self.flow.notify
         if notify is None:
             return
-        if notify.tool not in self.flow.tools:
-            self.add(("notify", "tool"), f"unknown tool `{notify.tool}`"
-                     f"{_suggest(notify.tool, self.flow.tools)}")
-        for path, value in _strings(notify.args, ("notify", "args")):
+        self.known(("notify", "tool"), "tool", notify.tool, self.flow.tools)
+        for path, value in strings_in(notify.args, ("notify", "args")):
             self.template(path, value, NOTIFY_ROOTS)
 
     def models(self) -> None:
@@ -268,71 +190,6 @@ class Checker:
         elif name is not None and name not in models and "/" not in name:
             self.add(path, f"unknown model `{name}`: not a name under `models` nor a "
                      f"`provider/model` string{_suggest(name, models)}")
-
-    # -- steps --------------------------------------------------------------------------
-    def step(self, step: Step) -> None:
-        if isinstance(step, LlmStep):
-            self.llm_step(step)
-        elif isinstance(step, AgentStep):
-            self.agent_step(step)
-        elif isinstance(step, ToolStep):
-            self.tool_step(step)
-        elif isinstance(step, PolicyStep):
-            for i, name in enumerate(step.policies):
-                if name not in self.flow.policies:
-                    self.add((*step.path, "policies", i), f"unknown policy `{name}`"
-                             f"{_suggest(name, self.flow.policies)}")
-            self.template((*step.path, "text"), step.text, STEP_ROOTS, step=step)
-        elif isinstance(step, SwitchStep):
-            for i, case in enumerate(step.cases):
-                self.template((*step.path, "switch", i, "when"), case.when,
-                              STEP_ROOTS, step=step, expression=True)
-
-    def llm_step(self, step: LlmStep) -> None:
-        self.model_ref((*step.path, "llm", "model") if step.model else (*step.path, "llm"),
-                       step.model)
-        for part in ("system", "prompt"):
-            text = getattr(step, part)
-            if text is not None:
-                self.template((*step.path, "llm", part), text, STEP_ROOTS, step=step)
-        if step.confidence:
-            CONFIDENCE_METHODS[step.confidence.method](self, step, step.confidence)
-
-    def agent_step(self, step: AgentStep) -> None:
-        path = (*step.path, "agent")
-        self.model_ref((*path, "model") if step.model else path, step.model)
-        for i, name in enumerate(step.tools):
-            if name not in self.flow.tools:
-                self.add((*path, "tools", i), f"unknown tool `{name}`"
-                         f"{_suggest(name, self.flow.tools)}")
-        for part in ("system", "prompt"):
-            text = getattr(step, part)
-            if text is not None:
-                self.template((*path, part), text, STEP_ROOTS, step=step)
-
-    def tool_step(self, step: ToolStep) -> None:
-        tool = self.flow.tools.get(step.tool)
-        if tool is None:
-            self.add((*step.path, "tool"), f"unknown tool `{step.tool}`"
-                     f"{_suggest(step.tool, self.flow.tools)}")
-        for path, value in _strings(step.args, (*step.path, "args")):
-            self.template(path, value, STEP_ROOTS, step=step)
-        schema = tool.input_schema if tool is not None else None
-        if isinstance(schema, dict) and not schema_problems(schema):
-            self.args_fit(step, schema)
-
-    def args_fit(self, step: ToolStep, schema: dict[str, Any]) -> None:
-        """Arguments the tool's input schema requires or forbids, known before any run."""
-        missing = [k for k in schema.get("required", []) if k not in step.args]
-        for name in missing:
-            self.add((*step.path, "args") if step.args else step.path,
-                     f"tool `{step.tool}` requires argument `{name}`")
-        if schema.get("additionalProperties") is False:
-            allowed = schema.get("properties", {})
-            for name in step.args:
-                if name not in allowed:
-                    self.add((*step.path, "args", name), f"tool `{step.tool}` takes no "
-                             f"argument `{name}`{_suggest(name, allowed)}", key=True)
 
     # -- templates ----------------------------------------------------------------------
     def template(self, path: Path_, text: str, roots: tuple[str, ...], *,
@@ -369,8 +226,8 @@ class Checker:
         fields = ALERT_RUN_FIELDS if roots == NOTIFY_ROOTS else RUN_FIELDS
         if ref.root == "run" and chain and chain[0] not in fields:
             return f"`run.{chain[0]}` does not exist: run has {', '.join(fields)}"
-        if ref.root == "output" and isinstance(step, LlmStep):
-            return _schema_field(self.sound(step.output_schema), chain, "output")
+        if ref.root == "output" and step is not None:
+            return _schema_field(self.sound(step.output_schema_in(self.flow)), chain, "output")
         if ref.root == "steps" and chain and step is not None:
             return self.step_reference(step, chain)
         return None
@@ -384,7 +241,8 @@ class Checker:
         if target not in self.available.get(step.id, frozenset()):
             return f"`steps.{target}` may not have run yet when `{step.id}` runs: " \
                    f"some path reaches `{step.id}` without completing `{target}`"
-        return _schema_field(self.sound(_output_schema(self.flow, target)), chain[2:],
+        schema = self.flow.step(target).output_schema_in(self.flow)
+        return _schema_field(self.sound(schema), chain[2:],
                              f"steps.{target}.output")
 
     def sound(self, schema: Any) -> Any:
@@ -393,33 +251,6 @@ class Checker:
         if id(schema) not in self.valid:
             self.valid[id(schema)] = not schema_problems(schema)
         return schema if self.valid[id(schema)] else None
-
-
-def _route_path(step: Step, trigger: str) -> Path_:
-    if trigger.startswith("case_"):
-        return (*step.path, "switch", int(trigger[5:]) - 1, "next")
-    key = {"ok": "next", "default": "next", "error": "on_error"}.get(trigger, f"on_{trigger}")
-    return (*step.path, key)
-
-
-def _strings(value: Any, path: Path_) -> Iterator[tuple[Path_, str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(item, (*path, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _strings(item, (*path, i))
-
-
-def _output_schema(flow: Flow, step_id: str) -> Any:
-    step = flow.step(step_id)
-    if isinstance(step, ModelStep):
-        return step.output_schema
-    if isinstance(step, ToolStep) and step.tool in flow.tools:
-        return flow.tools[step.tool].output_schema
-    return None
 
 
 def _schema_field(schema: Any, chain: tuple[str | int, ...], name: str) -> str | None:

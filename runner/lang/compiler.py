@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from runner.lang.checker import meaning_problems
 from runner.core.errors import FlowError
+from runner.core.vocabulary import ENDINGS
+from runner.lang.checker import meaning_problems
+from runner.lang.model import Flow
 from runner.lang.routes import Edge, edges
-from runner.lang.model import ENDINGS, Flow
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def machine_position(compiled: CompiledFlow, position: str) -> Position:
     model = Position()
     Machine(
         model=model,
-        states=[*(s.id for s in compiled.flow.steps), *ENDINGS],
+        states=[*(s.id for s in compiled.flow.steps), *map(str, ENDINGS)],
         transitions=[{"trigger": e.trigger, "source": e.source, "dest": e.dest}
                      for e in compiled.edges],
         initial=position, auto_transitions=False, send_event=True, queued=True,

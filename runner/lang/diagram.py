@@ -5,22 +5,21 @@ from __future__ import annotations
 import json
 import re
 
+from runner.core.vocabulary import ENDINGS, Outcome
 from runner.lang.compiler import CompiledFlow
 from runner.lang.routes import Edge
-from runner.lang.model import ENDINGS, SwitchStep
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9 _.=!<>'()\[\]+*/%,|-]+")
 
 
 def label(compiled: CompiledFlow, edge: Edge) -> str:
     """The words on an edge: its outcome, or a switch branch's condition."""
-    if edge.trigger.startswith("case_"):
-        step = compiled.flow.step(edge.source)
-        assert isinstance(step, SwitchStep)
-        condition = step.cases[int(edge.trigger[5:]) - 1].when
+    condition = compiled.flow.step(edge.source).condition_of(edge.trigger)
+    if condition is not None:
         text = " ".join(_UNSAFE.sub(" ", condition).split())
         return "when " + (text if len(text) <= 48 else text[:45] + "...")
-    return {"default": "otherwise"}.get(edge.trigger, edge.trigger.replace("_", " "))
+    words: dict[str, str] = {Outcome.DEFAULT: "otherwise"}
+    return words.get(edge.trigger, edge.trigger.replace("_", " "))
 
 
 def _endings(compiled: CompiledFlow) -> list[str]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from runner.lang import schema
+from runner.lang.build import build_flow
 from runner.lang.compiler import CompiledFlow, compile_flow
-from runner.lang.model import build_flow
 from runner.lang.source import Document, load_bytes, load_file
 
 FLOW_SCHEMA = "flow.v1.json"

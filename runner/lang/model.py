@@ -1,21 +1,22 @@
 """Frozen, typed records of a flow that passed its schema; defaults and shorthands expanded.
 
-Nothing past this module reads the raw YAML data. JSON values that are the author's
-data (schemas, tool arguments, request bodies) stay as they were written.
+These are the records every kind shares: the flow, its models, tools, policies and the
+base of every step. Each kind's own record (an `llm` step, an `http` tool's request)
+lives in its module under `runner.kinds`; `runner.lang.build` makes them all. Nothing
+past the builder reads the raw YAML data. JSON values that are the author's data
+(schemas, tool arguments, request bodies) stay as they were written.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from runner.core.vocabulary import ENDINGS, Outcome
 from runner.lang.source import Document, Path_
 
-# Where each ending leaves a run: the ending's name -> the run's final status.
-ENDINGS: dict[str, str] = {"done": "completed", "human_review": "escalated",
-                           "dead_letter": "failed"}
+__all__ = ["ENDINGS", "Flow", "ModelStep", "Step", "Tool"]
 RETRY_CLASSES = ("timeout", "connection", "http_429", "http_5xx", "smtp_4xx", "invalid_output")
 DEFAULT_RETRY_ON = ("timeout", "connection", "http_429", "http_5xx", "smtp_4xx")
 DEFAULT_TOOL_TIMEOUT = 30.0
@@ -53,27 +54,13 @@ class Model:
 
 
 @dataclass(frozen=True, kw_only=True)
-class HttpRequest:
-    """The request an http tool sends; string values are templates."""
-
-    method: str
-    url: str
-    headers: Mapping[str, str]
-    query: Mapping[str, str]
-    json: Any = None
-    body: str | None = None
-    has_json: bool = False
-
-
-@dataclass(frozen=True, kw_only=True)
 class Tool:
-    """A named tool: a python callable or an http request."""
+    """A named tool. `kind` names its tool kind (python, http, smtp, ...) and `spec`
+    holds that kind's own record (the python target, the request to send, ...)."""
 
     name: str
     kind: str
-    python: str | None
-    http: HttpRequest | None
-    smtp: Mapping[str, Any] | None
+    spec: Any
     description: str | None
     input_schema: Any
     output_schema: Any
@@ -120,14 +107,38 @@ class Step:
     retry: RetryPolicy | None = None
     timeout_seconds: float | None = None
 
-    kind = "step"
+    kind: ClassVar[str] = "step"
+    uses_models: ClassVar[bool] = False  # may call a model: the run's budget applies
+    success: ClassVar[str] = Outcome.OK  # the trigger an approval of its output takes
 
     def routes(self) -> dict[str, str]:
         """Each outcome of the step -> the route it takes (a step id or an ending)."""
-        routes = {"ok": self.next}
+        routes = {Outcome.OK.value: self.next}
         if self.on_error:
-            routes["error"] = self.on_error
+            routes[Outcome.ERROR.value] = self.on_error
         return routes
+
+    def route_path(self, trigger: str) -> Path_:
+        """Where the route of `trigger` is written in the flow."""
+        keys: dict[str, str] = {Outcome.OK: "next", Outcome.DEFAULT: "next",
+                                Outcome.ERROR: "on_error"}
+        return (*self.path, keys.get(trigger, f"on_{trigger}"))
+
+    def tool_names(self) -> tuple[str, ...]:
+        """The flow's tools this step may call."""
+        return ()
+
+    def review_target(self) -> str:
+        """The step whose output a reviewer approves when this step stops the run."""
+        return self.id
+
+    def condition_of(self, trigger: str) -> str | None:
+        """The condition that leads to the route of `trigger`, where one decides it."""
+        return None
+
+    def output_schema_in(self, flow: Flow) -> Any:
+        """The JSON Schema of this step's output, if it has one."""
+        return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,79 +151,10 @@ class ModelStep(Step):
     output_schema: Any
     repairs: int
 
+    uses_models: ClassVar[bool] = True
 
-@dataclass(frozen=True, kw_only=True)
-class LlmStep(ModelStep):
-    """Ask a model; optionally gate its answer on a confidence score."""
-
-    confidence: ConfidenceGate | None
-    on_low_confidence: str
-
-    kind = "llm"
-
-    def routes(self) -> dict[str, str]:
-        routes = super().routes()
-        if self.confidence:
-            routes["low_confidence"] = self.on_low_confidence
-        return routes
-
-
-@dataclass(frozen=True, kw_only=True)
-class AgentStep(ModelStep):
-    """A model calls the flow's tools in a loop, then answers."""
-
-    tools: tuple[str, ...]
-    max_turns: int
-
-    kind = "agent"
-
-
-@dataclass(frozen=True, kw_only=True)
-class ToolStep(Step):
-    """Call a tool with arguments rendered from templates."""
-
-    tool: str
-    args: Mapping[str, Any]
-
-    kind = "tool"
-
-
-@dataclass(frozen=True, kw_only=True)
-class PolicyStep(Step):
-    """Check a text against policy rules before it reaches a side effect."""
-
-    policies: tuple[str, ...]
-    text: str
-    on_violation: str
-
-    kind = "policies"
-
-    def routes(self) -> dict[str, str]:
-        return {**super().routes(), "violation": self.on_violation}
-
-
-@dataclass(frozen=True, kw_only=True)
-class SwitchCase:
-    """One branch of a switch: a jinja condition and where it leads."""
-
-    when: str
-    next: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class SwitchStep(Step):
-    """Route on jinja conditions; the first true case wins, else `next`."""
-
-    cases: tuple[SwitchCase, ...]
-
-    kind = "switch"
-
-    def routes(self) -> dict[str, str]:
-        routes = {f"case_{i}": case.next for i, case in enumerate(self.cases, 1)}
-        routes["default"] = self.next
-        if self.on_error:
-            routes["error"] = self.on_error
-        return routes
+    def output_schema_in(self, flow: Flow) -> Any:
+        return self.output_schema
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -268,127 +210,3 @@ class Flow:
         raise KeyError(step_id)
 
 
-def build_flow(document: Document) -> Flow:
-    """Records of a document that passed the flow schema."""
-    data = document.data
-    flow_error = data.get("on_error")
-    ids = [s["id"] for s in data["steps"]]
-    steps = tuple(_step(raw, i, ids, flow_error) for i, raw in enumerate(data["steps"]))
-    return Flow(
-        name=data["name"],
-        description=data.get("description"),
-        input_schema=data.get("input", True),
-        models={n: _model(n, raw) for n, raw in data.get("models", {}).items()},
-        tools={n: _tool(n, raw) for n, raw in data.get("tools", {}).items()},
-        policies={n: _policy(n, raw) for n, raw in data.get("policies", {}).items()},
-        steps=steps,
-        on_error=flow_error,
-        budget=Budget(**data["budget"]) if "budget" in data else None,
-        review=ReviewPolicy(**data["review"]) if "review" in data else None,
-        notify=Notify(tool=data["notify"]["tool"], args=data["notify"].get("args", {}),
-                      on=tuple(data["notify"].get("on", ("escalated", "failed"))))
-        if "notify" in data else None,
-        document=document,
-        digest=hashlib.sha256(document.text.encode("utf-8")).hexdigest(),
-    )
-
-
-def retry_policy(raw: int | Mapping[str, Any] | None, default: RetryPolicy) -> RetryPolicy:
-    """Expand `retry: 3` or a partial mapping over `default`."""
-    if raw is None:
-        return default
-    if isinstance(raw, int):
-        return RetryPolicy(**{**default.__dict__, "max_attempts": raw})
-    given = {k: tuple(v) if k == "retry_on" else v for k, v in raw.items()}
-    return RetryPolicy(**{**default.__dict__, **given})
-
-
-def _model(name: str, raw: str | Mapping[str, Any]) -> Model:
-    if isinstance(raw, str):
-        return Model(name=name, model=raw, path=("models", name))
-    return Model(
-        name=name, model=raw["model"], api_base=raw.get("api_base"),
-        temperature=raw.get("temperature"),
-        max_tokens=raw.get("max_tokens"),
-        timeout_seconds=raw.get("timeout_seconds", DEFAULT_MODEL_TIMEOUT),
-        retry=retry_policy(raw.get("retry"), RetryPolicy()),
-        fallbacks=tuple(raw.get("fallbacks", ())), path=("models", name),
-    )
-
-
-def _tool(name: str, raw: Mapping[str, Any]) -> Tool:
-    http = raw.get("http")
-    return Tool(
-        name=name, kind=next(k for k in ("python", "http", "smtp") if k in raw),
-        python=raw.get("python"), http=_http(http) if http else None, smtp=raw.get("smtp"),
-        description=raw.get("description"),
-        input_schema=raw.get("input", True), output_schema=raw.get("output", True),
-        effect=raw.get("effect", False), idempotent=raw.get("idempotent", False),
-        idempotency_key=raw.get("idempotency_key"),
-        timeout_seconds=raw.get("timeout_seconds", DEFAULT_TOOL_TIMEOUT),
-        retry=retry_policy(raw.get("retry"), RetryPolicy()), path=("tools", name),
-    )
-
-
-def _http(raw: Mapping[str, Any]) -> HttpRequest:
-    has_body = "json" in raw or "body" in raw
-    return HttpRequest(
-        method=raw.get("method", "POST" if has_body else "GET"), url=raw["url"],
-        headers=dict(raw.get("headers", {})), query=dict(raw.get("query", {})),
-        json=raw.get("json"), body=raw.get("body"), has_json="json" in raw,
-    )
-
-
-_POLICY_KINDS = ("deny", "require", "max_length", "detect", "check", "judge")
-
-
-def _policy(name: str, raw: Mapping[str, Any]) -> Policy:
-    kind = next(k for k in _POLICY_KINDS if k in raw)
-    value = raw[kind]
-    if kind == "detect" and isinstance(value, str):
-        value = [value]
-    value = tuple(value) if isinstance(value, list) else value
-    return Policy(name=name, kind=kind, value=value, message=raw.get("message"),
-                  path=("policies", name))
-
-
-def _step(raw: Mapping[str, Any], index: int, ids: list[str], flow_error: str | None) -> Step:
-    following = ids[index + 1] if index + 1 < len(ids) else "done"
-    common: dict[str, Any] = {
-        "id": raw["id"], "index": index, "path": ("steps", index),
-        "next": raw.get("next", following), "on_error": raw.get("on_error", flow_error),
-        "description": raw.get("description"),
-        "retry": retry_policy(raw["retry"], RetryPolicy()) if "retry" in raw else None,
-        "timeout_seconds": raw.get("timeout_seconds"),
-    }
-    if "llm" in raw:
-        return _llm_step(raw, common)
-    if "agent" in raw:
-        agent = raw["agent"]
-        return AgentStep(
-            **common, model=agent.get("model"), system=agent.get("system"),
-            prompt=agent["prompt"], tools=tuple(agent["tools"]),
-            max_turns=agent.get("max_turns", DEFAULT_MAX_TURNS),
-            output_schema=agent.get("output"), repairs=agent.get("repairs", DEFAULT_REPAIRS))
-    if "tool" in raw:
-        return ToolStep(**common, tool=raw["tool"], args=raw.get("args", {}))
-    if "policies" in raw:
-        return PolicyStep(**common, policies=tuple(raw["policies"]), text=raw["text"],
-                          on_violation=raw.get("on_violation", "human_review"))
-    cases = tuple(SwitchCase(when=c["when"], next=c["next"]) for c in raw["switch"])
-    return SwitchStep(**common, cases=cases)
-
-
-def _llm_step(raw: Mapping[str, Any], common: dict[str, Any]) -> LlmStep:
-    llm, gate = raw["llm"], raw.get("confidence")
-    confidence = None
-    if gate is not None:
-        confidence = ConfidenceGate(
-            method=gate.get("method", "field"), min=gate["min"], score=gate.get("score"),
-            samples=gate.get("samples", 5), judge=gate.get("judge"),
-        )
-    return LlmStep(
-        **common, model=llm.get("model"), system=llm.get("system"), prompt=llm["prompt"],
-        output_schema=llm.get("output"), repairs=llm.get("repairs", DEFAULT_REPAIRS),
-        confidence=confidence, on_low_confidence=raw.get("on_low_confidence", "human_review"),
-    )

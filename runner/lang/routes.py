@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from runner.lang.model import ENDINGS, AgentStep, Flow, ModelStep, PolicyStep, Step, ToolStep
+from runner.core.vocabulary import ENDINGS, Ending, Outcome
+from runner.lang.model import Flow, Step
 
 
 @dataclass(frozen=True)
@@ -22,15 +23,13 @@ class Edge:
 def edges(flow: Flow) -> Iterator[Edge]:
     for step in flow.steps:
         for trigger, dest in step.routes().items():
-            yield Edge(step.id, trigger, dest)
-        if flow.budget and isinstance(step, ModelStep | PolicyStep):
-            yield Edge(step.id, "budget_exceeded", flow.budget.on_exceeded)
-        names = [step.tool] if isinstance(step, ToolStep) else (
-            list(step.tools) if isinstance(step, AgentStep) else [])
-        tools = [flow.tools[n] for n in names if n in flow.tools]
+            yield Edge(step.id, str(trigger), str(dest))
+        if flow.budget and step.uses_models:
+            yield Edge(step.id, Outcome.BUDGET_EXCEEDED.value, flow.budget.on_exceeded)
+        tools = [flow.tools[n] for n in step.tool_names() if n in flow.tools]
         if any(tool.effect and not tool.idempotent for tool in tools):
             # An effect whose outcome is unknown is never re-sent blindly: a person looks.
-            yield Edge(step.id, "in_doubt", "human_review")
+            yield Edge(step.id, Outcome.IN_DOUBT.value, Ending.HUMAN_REVIEW.value)
 
 
 
@@ -47,7 +46,7 @@ def reachable(start: str, successors: Callable[[str], Iterable[str]],
 
 def forward(step: Step) -> list[str]:
     """Routes that are not failures: what a step leads to when all goes well enough."""
-    return [d for t, d in step.routes().items() if t != "error"]
+    return [d for t, d in step.routes().items() if t != Outcome.ERROR]
 
 
 def can_exit(flow: Flow) -> set[str]:
@@ -87,7 +86,7 @@ def availability(flow: Flow) -> dict[str, frozenset[str]]:
             for trigger, dest in step.routes().items():
                 if dest not in steps or dest == flow.steps[0].id:
                     continue
-                gives = known[step.id] | ({step.id} if trigger != "error" else set())
+                gives = known[step.id] | ({step.id} if trigger != Outcome.ERROR else set())
                 merged = known[dest] & gives
                 if merged != known[dest]:
                     known[dest], changed = merged, True

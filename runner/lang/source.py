@@ -327,3 +327,15 @@ def resolve_plain(text: str) -> Any:
     if text in ("-.inf", "-.Inf", "-.INF"):
         return float("-inf")
     return text
+
+
+def strings_in(value: Any, path: Path_) -> Iterator[tuple[Path_, str]]:
+    """Every string inside an author's JSON-like value, with its path."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from strings_in(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from strings_in(item, (*path, i))

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from runner.core import templates
-from runner.runtime.engine import Engine, RunResult
 from runner.core.errors import InputError, StoreError, UsageError
-from runner.lang.model import ENDINGS, ModelStep, PolicyStep, ToolStep
-from runner.store.records import Checkpoint, Decision, RunRecord, now
+from runner.core.vocabulary import ENDINGS
+from runner.lang.model import ModelStep, Step
 from runner.lang.schema import instance_problems
+from runner.runtime.engine import Engine, RunResult
+from runner.store.records import Checkpoint, Decision, RunRecord, now
 from runner.store.sql import owner_id
 
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -83,7 +83,7 @@ class Desk:
         compiled = self.engine.flow(record.flow_digest)
         flow = compiled.flow
         step = flow.step(step_id) if step_id in {s.id for s in flow.steps} else None
-        target = _target(step) if step is not None else step_id
+        target = step.review_target() if step is not None else step_id
         outputs = {c.step_id: c.output for c in self.store.checkpoints(record.id)
                    if c.outcome != "error"}
         content = outputs.get(target)
@@ -116,7 +116,7 @@ class Desk:
                              f"{proposal.target}: " + "; ".join(problems) + hint)
         compiled = self.engine.flow(proposal.run.flow_digest)
         step = compiled.flow.step(proposal.step_id)
-        position = compiled.route(step.id, "default" if step.kind == "switch" else "ok")
+        position = compiled.route(step.id, step.success)
         checkpoint = Checkpoint(_next_seq(self.store, proposal.run.id), proposal.target,
                                 "approved",
                                 position, value, 0, now(), now())
@@ -204,23 +204,15 @@ class Desk:
         return self.engine.continue_claimed(record.id, owner)
 
 
-def _target(step: Any) -> str:
-    """The step whose output a reviewer approves: for a policy check, the one step whose
-    output its text shows (the draft), else the step itself."""
-    if isinstance(step, PolicyStep):
-        refs = {str(r.chain[0]) for r in templates.references(templates.parse(step.text))
-                if r.root == "steps" and r.chain}
-        if len(refs) == 1:
-            return refs.pop()
-    return str(step.id)
-
-
-def _output_schema(flow: Any, step: Any) -> Any:
-    if isinstance(step, ModelStep):
-        return step.output_schema if step.output_schema is not None else {"type": "string"}
-    if isinstance(step, ToolStep):
-        return flow.tools[step.tool].output_schema
-    return True
+def _output_schema(flow: Any, step: Step | None) -> Any:
+    """What an approved (or edited) output must fit: the step's output schema; a model
+    answer without one is text."""
+    if step is None:
+        return True
+    schema = step.output_schema_in(flow)
+    if schema is None:
+        return {"type": "string"} if isinstance(step, ModelStep) else True
+    return schema
 
 
 def _next_seq(store: Any, run_id: str) -> int:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.lang.compiler import CompiledFlow
 from runner.core.errors import RunnerError, UsageError, crash_report
+from runner.lang.compiler import CompiledFlow
 
 
 @dataclass(frozen=True)

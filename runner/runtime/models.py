@@ -1,4 +1,4 @@
-"""Model calls: the LLMClient protocol, and its implementation on litellm.
+"""Model calls on litellm: the `LLMClient` of `runner.core.llm` for real models.
 
 litellm is imported only when a flow calls a model (it costs seconds to import), with
 `LITELLM_LOCAL_MODEL_COST_MAP=True` unless the user set it, so that importing it never
@@ -13,60 +13,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from runner.core.errors import LLMError
+from runner.core.llm import LLMClient, LLMRequest, LLMResponse, ToolCallRequest
+
+__all__ = ["LLMClient", "LLMRequest", "LLMResponse", "LiteLLMClient", "ToolCallRequest"]
 
 TOP_LOGPROBS = 10  # alternatives per token: enough to weigh a choice against its rivals
-
-
-@dataclass(frozen=True)
-class ToolCallRequest:
-    """A model asking to call a tool: the call id, the tool name, its JSON arguments."""
-
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True)
-class LLMRequest:
-    """One model call."""
-
-    model: str
-    messages: Sequence[Mapping[str, Any]]
-    schema: Any = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    timeout_seconds: float = 60.0
-    logprobs: bool = False
-    tools: Sequence[Mapping[str, Any]] = ()
-    step_id: str = ""
-    api_base: str | None = None
-
-
-@dataclass(frozen=True)
-class LLMResponse:
-    """A model's answer, with what it cost."""
-
-    text: str
-    tool_calls: tuple[ToolCallRequest, ...] = ()
-    # Per answer token: (token, logprob, the most likely alternatives as (token, logprob)).
-    logprobs: tuple[tuple[str, float, tuple[tuple[str, float], ...]], ...] | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float | None = None
-    latency_ms: float = 0.0
-    model: str = ""
-    raw: Any = field(default=None, repr=False, compare=False)
-
-
-class LLMClient(Protocol):
-    """What the engine needs from a model provider."""
-
-    def complete(self, request: LLMRequest) -> LLMResponse: ...
 
 
 def _litellm() -> Any:

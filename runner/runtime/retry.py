@@ -14,7 +14,9 @@ from typing import Any, Protocol, TypeVar
 
 import tenacity
 
-from runner.core.errors import StepError
+from runner.core.errors import Attempt, RetriesExhaustedError, StepError
+
+__all__ = ["Attempt", "Clock", "Retrier", "RetriesExhaustedError", "SystemClock"]
 from runner.lang.model import RetryPolicy
 
 T = TypeVar("T")
@@ -36,28 +38,6 @@ class SystemClock:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One failed attempt: what went wrong and how long was waited after it."""
-
-    number: int
-    kind: str
-    message: str
-    wait_seconds: float | None
-
-
-class RetriesExhaustedError(StepError):
-    """Every attempt failed (or the failure was not one to retry); carries each error."""
-
-    def __init__(self, attempts: list[Attempt], last: StepError) -> None:
-        self.attempts = attempts
-        self.last = last
-        count = len(attempts)
-        summary = "; ".join(f"#{a.number} {a.kind}: {a.message}" for a in attempts)
-        super().__init__(f"failed after {count} attempt{'s' * (count != 1)}: {summary}",
-                         last.kind)
 
 
 @dataclass

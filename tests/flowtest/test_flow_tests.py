@@ -21,7 +21,7 @@ import yaml
 
 from runner.cli.main import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEST_FILES = {
     "flows/support.test.yaml": "flows/support.yaml",
     "examples/invoice.test.yaml": "examples/invoice.yaml",

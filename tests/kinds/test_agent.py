@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Reply, ScriptedServer
+from scripted_server import Reply, ScriptedServer
 
 from runner.runtime.engine import Engine, RunResult
 from runner.lang.load import load_flow

@@ -1,10 +1,11 @@
 """Tool faults against a real HTTP server on 127.0.0.1: retries, waits, routes, the
 effect ledger, template data and secrets.
 
-Every test drives the engine against the `http_server` fixture (tests/conftest.py),
-which answers each path from a scripted queue and records every request. Retry waits
-go through a FakeClock, so they are asserted exactly and nothing sleeps; only the
-timeout cases spend real time (a 0.2 s client timeout against a 1 s server delay).
+Every test drives the engine against the `http_server` fixture (tests/conftest.py; the
+server is tests/scripted_server.py), which answers each path from a scripted queue and
+records every request. Retry waits go through a FakeClock, so they are asserted exactly
+and nothing sleeps; only the timeout cases spend real time (a 0.2 s client timeout
+against a 1 s server delay).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Reply, ScriptedServer
+from scripted_server import Reply, ScriptedServer
 
 from runner.cli import main as cli
 from runner.lang.compiler import CompiledFlow

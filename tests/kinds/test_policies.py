@@ -1,6 +1,6 @@
 """Policy rules: detectors catch real data and let lookalikes pass; deny, require,
 max_length and check rules; every violation locates what tripped it. Checked directly
-(runner.kinds.policies.builtin) and through a flow's policies step."""
+(runner.kinds.policies) and through a flow's policies step."""
 
 from __future__ import annotations
 
@@ -11,16 +11,33 @@ from typing import Any
 
 import pytest
 
+from runner.core.llm import Answer, LLMResponse
 from runner.runtime.engine import Engine
 from runner.lang.load import load_flow
 from runner.lang.model import Policy
-from runner.kinds.policies.builtin import DETECTORS, check_policies
+from runner.kinds.policies.detectors import DETECTORS
+from runner.kinds.policies.kinds import check_policies
 from runner.store.sql import SqlStore
 from runner.testing import FakeClock, FakeLLM
 
 
-def no_judge(policy: Policy, text: str) -> Any:
-    raise AssertionError(f"policy {policy.name} asked a judge model")
+class Judge:
+    """A model session that only a judge rule may ask: it answers with `verdict` and
+    records each question (no model unless a verdict is given)."""
+
+    def __init__(self, verdict: dict[str, Any] | None = None) -> None:
+        self.verdict = verdict
+        self.asked: list[str] = []
+        self.events: list[Any] = []
+
+    def ask(self, messages: Any, schema: Any, **options: Any) -> Answer:
+        if self.verdict is None:
+            raise AssertionError("no rule here should ask a model")
+        self.asked.append(messages[-1]["content"])
+        return Answer(self.verdict, LLMResponse(text=""))
+
+
+no_judge = Judge()
 
 
 def found(detector: str, text: str) -> list[str]:
@@ -151,16 +168,11 @@ def test_violations_come_in_the_order_the_rules_are_listed() -> None:
 
 
 def test_a_judge_rule_asks_the_judge_and_keeps_its_violation() -> None:
-    asked: list[tuple[str, str]] = []
-
-    def judge(rule: Policy, text: str) -> Any:
-        asked.append((rule.name, text))
-        return {"policy": rule.name, "rule": "judge", "message": "rude"}
-
+    judge = Judge({"passes": False, "reason": "rude"})
     rule = policy("polite", "judge", {"rubric": "Be polite."})
     assert check_policies([rule], "go away", {}, judge) == [
-        {"policy": "polite", "rule": "judge", "message": "rude"}]
-    assert asked == [("polite", "go away")]
+        {"policy": "polite", "rule": "judge", "message": "the judge found: rude"}]
+    assert judge.asked == ["Rule: Be polite.\n\nText:\ngo away"]
 
 
 # -- through a flow ----------------------------------------------------------------------

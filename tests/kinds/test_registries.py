@@ -15,13 +15,11 @@ from typing import Any
 
 import pytest
 
-from runner.lang import checker as checks
-from runner.lang import model
-from runner.kinds.policies import builtin as policies
-from runner.lang import schema
-from runner.kinds.tools import builtin as tools
+from runner.core import vocabulary
+from runner.kinds import registry
+from runner.lang import model, schema
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FLOW_SCHEMA: dict[str, Any] = schema.load_schema("flow.v1.json")
 DEFS: dict[str, Any] = FLOW_SCHEMA["$defs"]
 
@@ -35,18 +33,6 @@ def one_of_kinds(definition: dict[str, Any]) -> list[str]:
     return kinds
 
 
-def step_classes() -> list[type[model.Step]]:
-    """The concrete step records: abstract bases (Step, ModelStep) keep kind "step"."""
-    return [value for value in vars(model).values() if isinstance(value, type)
-            and issubclass(value, model.Step) and value.kind != "step"]
-
-
-def test_every_step_kind_can_run() -> None:
-    from runner.runtime.engine import STEP_KINDS
-
-    assert sorted(STEP_KINDS) == sorted(cls.kind for cls in step_classes())
-
-
 def test_the_schema_in_use_is_the_one_in_the_repository() -> None:
     """runner reads schemas/flow.v1.json (not a stale packaged copy), so the checks
     below compare the code with the schema that validates flows."""
@@ -55,36 +41,56 @@ def test_the_schema_in_use_is_the_one_in_the_repository() -> None:
     assert in_use == on_disk
 
 
+def test_step_kinds() -> None:
+    kinds = one_of_kinds(DEFS["step"])
+    assert sorted(kinds) == sorted(registry.STEP_KINDS)
+    for kind in kinds:
+        assert f"`{kind}`" in DEFS["step"]["description"]
+
+
+def test_each_step_kind_builds_records_of_its_own_kind() -> None:
+    """A kind's name, the key that marks it in YAML, and its record's `kind` agree."""
+    common = {"id": "s", "index": 0, "path": ("steps", 0), "next": "done",
+              "on_error": "dead_letter"}
+    raws = {"llm": {"llm": {"prompt": "hi"}},
+            "agent": {"agent": {"prompt": "hi", "tools": []}},
+            "tool": {"tool": "t"}, "switch": {"switch": []},
+            "policies": {"policies": [], "text": "hi"}}
+    assert sorted(raws) == sorted(registry.STEP_KINDS)
+    for name, kind in registry.STEP_KINDS.items():
+        record = kind.build(raws[name], dict(common))
+        assert (kind.name, record.kind) == (name, name)
+        assert isinstance(record, model.Step)
+
+
 def test_tool_kinds() -> None:
-    assert sorted(one_of_kinds(DEFS["tool"])) == sorted(tools.TOOL_KINDS)
-    for kind in tools.TOOL_KINDS:
-        assert kind in DEFS["tool"]["properties"]
+    assert sorted(one_of_kinds(DEFS["tool"])) == sorted(registry.TOOL_KINDS)
+    for name, kind in registry.TOOL_KINDS.items():
+        assert kind.name == name
+        assert name in DEFS["tool"]["properties"]
 
 
 def test_policy_kinds() -> None:
     kinds = one_of_kinds(DEFS["policy"])
-    assert sorted(kinds) == sorted(checks.POLICY_KINDS)
-    # the model picks a policy's kind from its own list: it must know every kind too
-    assert sorted(kinds) == sorted(model._POLICY_KINDS)
+    assert sorted(kinds) == sorted(registry.POLICY_KINDS)
     for kind in kinds:
+        assert registry.POLICY_KINDS[kind].name == kind
         assert kind in DEFS["policy"]["properties"]
         assert f"`{kind}`" in DEFS["policy"]["description"]
 
 
 def test_confidence_methods() -> None:
     method = DEFS["confidence"]["properties"]["method"]
-    assert sorted(method["enum"]) == sorted(checks.CONFIDENCE_METHODS)
-    for name in checks.CONFIDENCE_METHODS:
+    assert sorted(method["enum"]) == sorted(registry.CONFIDENCE_METHODS)
+    for name, implementation in registry.CONFIDENCE_METHODS.items():
+        assert implementation.name == name
         assert name in method["description"]
 
 
 def test_detectors() -> None:
-    assert sorted(DEFS["detector"]["enum"]) == sorted(checks.DETECTORS)
-    assert len(set(checks.DETECTORS)) == len(checks.DETECTORS)
-    # and each one is implemented where runs check text
-    assert sorted(policies.DETECTORS) == sorted(checks.DETECTORS)
+    assert sorted(DEFS["detector"]["enum"]) == sorted(registry.DETECTORS)
     described = DEFS["policy"]["properties"]["detect"]["description"]
-    for name in checks.DETECTORS:
+    for name in registry.DETECTORS:
         assert name in described
 
 
@@ -92,6 +98,7 @@ def test_retry_classes() -> None:
     retry_on = DEFS["retry"]["properties"]["retry_on"]["items"]["enum"]
     assert sorted(retry_on) == sorted(model.RETRY_CLASSES)
     assert set(model.DEFAULT_RETRY_ON) <= set(model.RETRY_CLASSES)
+    assert set(model.RETRY_CLASSES) <= set(vocabulary.ErrorKind)
 
 
 @pytest.mark.parametrize("ending", list(model.ENDINGS))
@@ -104,16 +111,6 @@ def test_route_description_names_each_ending(ending: str) -> None:
 def test_route_pattern_accepts_every_ending() -> None:
     for ending in model.ENDINGS:
         assert re.fullmatch(DEFS["route"]["pattern"], ending)
-
-
-def test_step_kinds() -> None:
-    classes = step_classes()
-    assert len(classes) >= 4
-    kinds = [cls.kind for cls in classes]
-    assert len(set(kinds)) == len(kinds), kinds
-    assert sorted(one_of_kinds(DEFS["step"])) == sorted(kinds)
-    for kind in kinds:
-        assert f"`{kind}`" in DEFS["step"]["description"]
 
 
 # -- descriptions -------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from runner.store.sql import SqlStore
-from runner.kinds.tools.builtin import message_id
+from runner.kinds.tools.smtp import message_id
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ TICKETS = 10
 PARALLEL = 3
 PROCESS_TIMEOUT = 30.0
 SENDER = "Help Desk <help@example.com>"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # -- the SMTP server -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import yaml
 
 from runner.cli.main import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FLOW_DIRS = ("flows", "examples")
 
 

@@ -4,7 +4,7 @@ Every `*.yaml` in tests/flows/invalid is a broken flow; beside it, `<name>.expec
 the exact stdout of `runner validate <name>.yaml` run from that folder. To regenerate the
 expected files after a deliberate change of wording, run
 
-    RUNNER_UPDATE_EXPECTED=1 .venv/bin/python -m pytest tests/test_invalid_flows.py
+    RUNNER_UPDATE_EXPECTED=1 .venv/bin/python -m pytest tests/lang/test_invalid_flows.py
 
 and review the git diff. Hostile inputs too large or too odd to commit (alias bombs,
 deep nesting, huge or binary files) are generated here and checked for a quick, located,
@@ -25,7 +25,7 @@ import pytest
 
 from runner.cli.main import main
 
-INVALID = Path(__file__).parent / "flows" / "invalid"
+INVALID = Path(__file__).resolve().parents[1] / "flows" / "invalid"
 FIXTURES = sorted(INVALID.glob("*.yaml"))
 UPDATE = os.environ.get("RUNNER_UPDATE_EXPECTED") == "1"
 MAX_FIXTURE_BYTES = 20 * 1024

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from runner.cli.main import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SEEDS = sorted(path for folder in ("flows", "examples") for path in (ROOT / folder).rglob("*")
                if path.suffix in (".yaml", ".yml")
                and not path.name.endswith((".test.yaml", ".test.yml")))

@@ -791,9 +791,9 @@ import os
 if os.environ.get("RUNNER_TEST_BARRIER"):
     import time
 
-    from runner import store
+    from runner.store.sql import SqlStore
 
-    _decide = store.SqlStore.decide
+    _decide = SqlStore.decide
 
     def decide(self, *args, **kwargs):
         folder = os.environ["RUNNER_TEST_BARRIER"]
@@ -805,7 +805,7 @@ if os.environ.get("RUNNER_TEST_BARRIER"):
             time.sleep(0.001)
         return _decide(self, *args, **kwargs)
 
-    store.SqlStore.decide = decide
+    SqlStore.decide = decide
 '''
 
 
@@ -819,7 +819,7 @@ def test_two_people_approving_at_once_one_wins(desk: Desk, barrier: bool) -> Non
     folder = desk.root / "barrier"
     folder.mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(hooks), str(Path(__file__).resolve().parents[1])]),
+        [str(hooks), str(Path(__file__).resolve().parents[2])]),
         "RUNNER_TEST_PARTIES": "2", "REVIEW_DIR": str(desk.root)}
     if barrier:
         env["RUNNER_TEST_BARRIER"] = str(folder)

@@ -16,7 +16,7 @@ from runner.runtime.engine import Engine, RunResult
 from runner.core.errors import LLMError
 from runner.lang.load import load_flow
 from runner.runtime.models import LLMResponse
-from runner.runtime.session import logprob_score
+from runner.kinds.confidence.logprobs import logprob_score
 from runner.store.records import Event
 from runner.store.sql import SqlStore
 from runner.testing import FakeClock, FakeLLM

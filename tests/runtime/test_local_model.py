@@ -18,7 +18,8 @@ import pytest
 from runner.runtime.engine import Engine
 from runner.lang.load import load_flow
 from runner.runtime.models import LiteLLMClient, LLMRequest, LLMResponse
-from runner.runtime.session import logprob_score, parse_answer
+from runner.kinds.confidence.logprobs import logprob_score
+from runner.runtime.session import parse_answer
 from runner.runtime.local_models import LocalModels
 from runner.lang.schema import instance_problems
 from runner.store.sql import SqlStore

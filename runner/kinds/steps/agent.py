@@ -1,4 +1,4 @@
-"""agent steps: a model calls the flow's tools in a loop, then gives its answer.
+"""`agent` steps: a model calls the flow's tools in a loop, then gives its answer.
 
 Each model turn that asks for tools is recorded (an `agent_turn` event, committed)
 before its tools run, and each finished tool call too (`agent_call`), so a run resumed
@@ -14,18 +14,38 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from runner.core.errors import LLMError, StepError
-from runner.runtime.session import Session, messages_for
-from runner.lang.model import AgentStep, Tool
-from runner.store.records import Event
-from runner.runtime.retry import Attempt, RetriesExhaustedError
+from runner.core.events import AgentCall, AgentReplay, AgentTurn
+from runner.core.vocabulary import ErrorKind, Outcome
+from runner.kinds.base import (
+    Checks,
+    ModelSession,
+    StepFailedError,
+    StepResult,
+    StepRun,
+    attempts_of,
+    failure,
+    model_failure,
+)
+from runner.kinds.steps.prompts import check_prompts, messages_for
+from runner.lang.model import DEFAULT_MAX_TURNS, DEFAULT_REPAIRS, ModelStep, Step, Tool
 from runner.lang.schema import instance_problems
 
-if TYPE_CHECKING:
-    from runner.lang.compiler import CompiledFlow
-    from runner.runtime.engine import Engine, StepResult, _RunState
+
+@dataclass(frozen=True, kw_only=True)
+class AgentStep(ModelStep):
+    """A model calls the flow's tools in a loop, then answers."""
+
+    tools: tuple[str, ...]
+    max_turns: int
+
+    kind = "agent"
+
+    def tool_names(self) -> tuple[str, ...]:
+        return self.tools
 
 
 def tool_spec(tool: Tool) -> dict[str, Any]:
@@ -40,28 +60,26 @@ def tool_spec(tool: Tool) -> dict[str, Any]:
 class AgentLoop:
     """One visit of an agent step: its conversation, replayed from the record if any."""
 
-    def __init__(self, engine: Engine, compiled: CompiledFlow, step: AgentStep,
-                 state: _RunState, session: Session) -> None:
-        self.engine, self.compiled, self.step, self.state = engine, compiled, step, state
-        self.session = session
-        self.seq = state.seq + 1  # the checkpoint this visit will write
+    def __init__(self, step: AgentStep, visit: StepRun, session: ModelSession) -> None:
+        self.step, self.visit, self.session = step, visit, session
+        self.seq = visit.seq  # the checkpoint this visit will write
         self.turns, self.results = self._recorded()
-        self.tools = {name: compiled.flow.tools[name] for name in step.tools}
+        self.tools = {name: visit.flow.tools[name] for name in step.tools}
 
-    def _recorded(self) -> tuple[dict[int, dict[str, Any]], dict[tuple[int, str], Any]]:
-        turns: dict[int, dict[str, Any]] = {}
+    def _recorded(self) -> tuple[dict[int, Any], dict[tuple[int, str], Any]]:
+        turns: dict[int, Any] = {}
         results: dict[tuple[int, str], Any] = {}
-        for event in self.engine.store.events(self.state.run_id):
-            if event.step_id != self.step.id or event.data.get("seq") != self.seq:
+        for event in self.visit.recorded():
+            if event.step_id != self.step.id or getattr(event, "seq", None) != self.seq:
                 continue
-            if event.kind == "agent_turn":
-                turns[event.data["turn"]] = event.data["assistant"]
-            elif event.kind == "agent_call":
-                results[(event.data["turn"], event.data["call_id"])] = event.data["result"]
+            if isinstance(event, AgentTurn):
+                turns[event.turn] = event.assistant
+            elif isinstance(event, AgentCall):
+                results[(event.turn, event.call_id)] = event.result
         return turns, results
 
     def run(self, ctx: Mapping[str, Any]) -> Any:
-        messages: list[dict[str, Any]] = messages_for(self.step.system, self.step.prompt, ctx)
+        messages: list[Any] = messages_for(self.step.system, self.step.prompt, ctx)
         specs = [tool_spec(t) for t in self.tools.values()]
         for turn in range(self.step.max_turns):
             assistant = self.turns.get(turn)
@@ -72,27 +90,26 @@ class AgentLoop:
                 if not answer.response.tool_calls:
                     return answer.value
                 assistant = _assistant_message(answer.response)
-                self._commit(Event("agent_turn", self.step.id, {
-                    "seq": self.seq, "turn": turn, "assistant": assistant}))
+                self.visit.record(AgentTurn(step_id=self.step.id, seq=self.seq, turn=turn,
+                                            assistant=assistant))
             else:
-                self.session.events.append(Event("agent_replay", self.step.id,
-                                                  {"seq": self.seq, "turn": turn}))
+                self.session.events.append(AgentReplay(step_id=self.step.id, seq=self.seq,
+                                                       turn=turn))
             messages.append(assistant)
             for call in assistant["tool_calls"]:
                 result = self._tool_result(turn, call)
                 messages.append({"role": "tool", "tool_call_id": call["id"],
                                  "content": json.dumps(result, ensure_ascii=False)})
         raise LLMError(f"the agent gave no final answer within {self.step.max_turns} turns",
-                       "max_turns")
+                       ErrorKind.MAX_TURNS)
 
     def _tool_result(self, turn: int, call: Mapping[str, Any]) -> Any:
         if (turn, call["id"]) in self.results:
             return self.results[(turn, call["id"])]
         name, raw = call["function"]["name"], call["function"]["arguments"]
         result = self._call(turn, call["id"], name, raw)
-        self._commit(Event("agent_call", self.step.id, {
-            "seq": self.seq, "turn": turn, "call_id": call["id"], "tool": name,
-            "result": result}))
+        self.visit.record(AgentCall(step_id=self.step.id, seq=self.seq, turn=turn,
+                                    call_id=call["id"], tool=name, result=result))
         return result
 
     def _call(self, turn: int, call_id: str, name: str, raw: str) -> Any:
@@ -107,45 +124,59 @@ class AgentLoop:
         if problems:
             return {"error": "the arguments do not match the tool's input schema: "
                     + "; ".join(problems)}
-        from runner.runtime.engine import failure
-
-        key = f"{self.state.run_id}:{self.step.id}:{self.seq}:{turn}:{call_id}"
+        key = f"{self.visit.run_id}:{self.step.id}:{self.seq}:{turn}:{call_id}"
         try:
-            result = self.engine.call_tool(self.compiled, self.step, tool, args, self.state,
-                                           key)
-        except RetriesExhaustedError as exc:
-            result = failure(self.step, exc, exc.attempts)
+            result = self.visit.call_tool(tool, args, key)
         except StepError as exc:
-            result = failure(self.step, exc, [Attempt(1, exc.kind, str(exc), None)])
-        self.session.events += result.events
-        if result.outcome != "ok":
-            raise ToolFailedError(name, result)
+            result = failure(self.step, exc, attempts_of(exc))
+        self.session.events.extend(result.events)
+        if result.outcome != Outcome.OK:
+            raise _tool_failed(name, result)
         return result.output
 
-    def _commit(self, event: Event) -> None:
-        """Record progress durably now: a crash after this point must not repeat it."""
-        self.engine.store.add_events(self.state.run_id, [event])
 
-
-class ToolFailedError(StepError):
+def _tool_failed(tool: str, result: StepResult) -> StepFailedError:
     """A tool the agent called failed after its retries, or its effect is in doubt."""
-
-    def __init__(self, tool: str, result: StepResult) -> None:
-        message = f"tool {tool} failed: {(result.error or {}).get('message', result.outcome)}"
-        if result.error:
-            result.error["message"] = message
-        self.result = result
-        super().__init__(message, result.outcome)
-
-
-def run_agent_step(engine: Engine, compiled: CompiledFlow, step: AgentStep,
-                   state: _RunState, session: Session, ctx: Mapping[str, Any]) -> Any:
-    """The agent's final answer; raises StepError (or returns the failed tool's result
-    through `ToolFailedError`) when it cannot finish."""
-    return AgentLoop(engine, compiled, step, state, session).run(ctx)
+    message = f"tool {tool} failed: {(result.error or {}).get('message', result.outcome)}"
+    if result.error:
+        result.error["message"] = message
+    return StepFailedError(message, result)
 
 
 def _assistant_message(response: Any) -> dict[str, Any]:
     return {"role": "assistant", "content": response.text or None, "tool_calls": [
         {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
         for c in response.tool_calls]}
+
+
+class Agent:
+    """The `agent` step kind."""
+
+    name = "agent"
+
+    def build(self, raw: Mapping[str, Any], common: dict[str, Any]) -> Step:
+        agent = raw["agent"]
+        return AgentStep(
+            **common, model=agent.get("model"), system=agent.get("system"),
+            prompt=agent["prompt"], tools=tuple(agent["tools"]),
+            max_turns=agent.get("max_turns", DEFAULT_MAX_TURNS),
+            output_schema=agent.get("output"), repairs=agent.get("repairs", DEFAULT_REPAIRS))
+
+    def check(self, checks: Checks, step: Step) -> None:
+        assert isinstance(step, AgentStep)
+        path = (*step.path, "agent")
+        for i, name in enumerate(step.tools):
+            checks.known((*path, "tools", i), "tool", name, checks.flow.tools)
+        check_prompts(checks, step, path)
+
+    def run(self, step: Step, visit: StepRun) -> StepResult:
+        assert isinstance(step, AgentStep)
+        session = visit.session()
+        try:
+            output = AgentLoop(step, visit, session).run(visit.context())
+        except StepError as exc:
+            return model_failure(step, exc, session)
+        return StepResult(Outcome.OK, output, 1, session.events)
+
+
+KIND = Agent()

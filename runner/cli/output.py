@@ -1,0 +1,81 @@
+"""What the commands share: the store options, and how runs, tables and timelines are
+printed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TextIO
+
+from runner.core.vocabulary import ExitCode, RunStatus, exit_code
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """`--db` and `--format`, which every command that reads the run store takes."""
+    parser.add_argument("--db", metavar="URL",
+                        help="database URL (default RUNNER_DB, else sqlite .runner/runner.db)")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def open_store(args: argparse.Namespace) -> Any:
+    """The run store `--db` (or RUNNER_DB, or the default) names."""
+    from runner.store.sql import SqlStore, store_url
+
+    return SqlStore(store_url(args.db))
+
+
+def outcome(result: Any, seconds: float, form: str, out: TextIO) -> ExitCode:
+    """Print where a run stopped; the exit code its status gives."""
+    if form == "json":
+        json.dump({"run": result.run_id, "status": result.status, "position": result.position,
+                   "reason": result.reason, "error": result.error}, out, indent=2)
+        out.write("\n")
+        return exit_code(result.status)
+    print(f"run {result.run_id} {result.status} ({seconds:.2f} s)", file=out)
+    if result.status == RunStatus.ESCALATED:
+        print(f"  waiting for human review: {result.reason}", file=out)
+    elif result.status == RunStatus.FAILED:
+        print(f"  in the dead-letter queue: {result.reason}", file=out)
+        print(f"  after fixing the cause: runner resume {result.run_id}", file=out)
+    return exit_code(result.status)
+
+
+def timeline(events: list[Any], out: TextIO) -> None:
+    """Events as lines: time since the first, step, what happened."""
+    start = events[0].at if events else None
+    for event in events:
+        offset = (event.at - start).total_seconds() if start else 0.0
+        print(f"  +{offset:8.3f}s  {event.step_id or '-':<16} {event.describe()}", file=out)
+
+
+def events_json(events: list[Any]) -> list[dict[str, Any]]:
+    return [{"at": e.at.isoformat(), "kind": e.kind, "step": e.step_id, "data": e.data}
+            for e in events]
+
+
+def run_json(record: Any) -> dict[str, Any]:
+    return {"run": record.id, "flow": record.flow_name, "status": record.status,
+            "position": record.position, "failed_step": record.failed_step,
+            "reason": record.reason, "steps_run": record.steps_run,
+            "created_at": record.created_at.isoformat(),
+            "updated_at": record.updated_at.isoformat()}
+
+
+def when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def short(text: str, limit: int) -> str:
+    """`text` on one line, cut to `limit` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    """Rows as aligned columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(),
+              file=out)
