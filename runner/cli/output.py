@@ -21,9 +21,10 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
 
 def open_store(args: argparse.Namespace) -> Any:
     """The run store `--db` (or RUNNER_DB, or the default) names."""
-    from runner.store.sql import SqlStore, store_url
+    from runner.store import open_store as open_at
+    from runner.store.sql import store_url
 
-    return SqlStore(store_url(args.db))
+    return open_at(store_url(args.db))
 
 
 def outcome(result: Any, seconds: float, form: str, out: TextIO) -> ExitCode:

@@ -19,7 +19,7 @@ from runner.cli.output import (
     timeline,
 )
 from runner.core.errors import UsageError
-from runner.core.vocabulary import ExitCode
+from runner.core.vocabulary import ExitCode, RunStatus
 
 
 def add_review_commands(commands: Any) -> None:
@@ -102,27 +102,27 @@ def _queue(args: argparse.Namespace, out: TextIO, status: str) -> int:
         out.write("\n")
         return ExitCode.OK
     if not items:
-        print("nothing waiting" if status == "escalated" else "no failed runs", file=out)
+        print("nothing waiting" if status == RunStatus.ESCALATED else "no failed runs", file=out)
         return ExitCode.OK
-    header = ("RUN", "FLOW", "STEP", "REASON", "SCORE", "AGE") if status == "escalated" \
+    header = ("RUN", "FLOW", "STEP", "REASON", "SCORE", "AGE") if status == RunStatus.ESCALATED \
         else ("RUN", "FLOW", "STEP", "ERROR", "AGE")
     rows = [header]
     for p in items:
         score = "-" if p.score is None else f"{p.score:.2f}"
         why = short(p.run.reason or "", 60)
         rows.append((p.run.id, p.run.flow_name, p.step_id, why, score, _age(p.run.updated_at))
-                    if status == "escalated" else
+                    if status == RunStatus.ESCALATED else
                     (p.run.id, p.run.flow_name, p.step_id, why, _age(p.run.updated_at)))
     table(rows, out)
     return ExitCode.OK
 
 
 def cmd_review_list(args: argparse.Namespace, out: TextIO) -> int:
-    return _queue(args, out, "escalated")
+    return _queue(args, out, RunStatus.ESCALATED)
 
 
 def cmd_dlq_list(args: argparse.Namespace, out: TextIO) -> int:
-    return _queue(args, out, "failed")
+    return _queue(args, out, RunStatus.FAILED)
 
 
 def cmd_review_show(args: argparse.Namespace, out: TextIO) -> int:
@@ -148,13 +148,13 @@ def cmd_review_show(args: argparse.Namespace, out: TextIO) -> int:
         print(f"in doubt effect {p.effect_key} may have happened: approve if it did, "
               f"retry --from {p.step_id} if it did not", file=out)
     print(f"input    {short(json.dumps(p.run.input, ensure_ascii=False), 300)}", file=out)
-    if p.run.status == "escalated":
+    if p.run.status == RunStatus.ESCALATED:
         shown = json.dumps(p.content, indent=2, ensure_ascii=False)
         print(f"proposed output of {p.target} (hash {p.content_hash[:12]}):", file=out)
         print("  " + "\n  ".join(shown.splitlines()[:40]), file=out)
         print(f"decide   runner review approve {p.run.id} --hash {p.content_hash[:12]}"
               f" | runner review reject {p.run.id} --reason TEXT", file=out)
-    elif p.run.status == "failed":
+    elif p.run.status == RunStatus.FAILED:
         if p.run.error:
             print(f"error    {short(p.run.error.get('message', ''), 300)}", file=out)
         print(f"decide   runner dlq retry {p.run.id} | runner dlq drop {p.run.id}", file=out)

@@ -143,10 +143,10 @@ def cmd_record(args: argparse.Namespace, out: TextIO) -> int:
     from runner.runtime.engine import Engine
     from runner.runtime.local_models import LocalModels
     from runner.runtime.models import LiteLLMClient
-    from runner.store.sql import SqlStore
+    from runner.store import open_store
 
     compiled = load_flow(args.flow)  # a FlowError is reported by main()
-    store = SqlStore(args.db) if args.db else SqlStore.memory()
+    store = open_store(args.db or "sqlite://")
     case = record_case(compiled, _read_input(args.input), args.name,
                        LiteLLMClient(LocalModels()),
                        lambda **kwargs: Engine(store, **kwargs))

@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from runner.core.errors import FlowError, InputError, LLMError, ToolError
+from runner.core.vocabulary import Outcome
 from runner.kinds.base import Call
+from runner.kinds.registry import TOOL_KINDS
 from runner.lang import schema
 from runner.lang.compiler import CompiledFlow
 from runner.lang.load import load_flow
 from runner.lang.source import Document, load_file
 from runner.runtime.models import LLMRequest, LLMResponse, ToolCallRequest
-from runner.store.sql import SqlStore
+from runner.store import Store, open_store
 from runner.testing import FakeClock
 
 TEST_SCHEMA = "flowtest.v1.json"
@@ -101,7 +103,7 @@ def _reference_problems(document: Document, compiled: CompiledFlow,
     problems = []
     for case in cases:
         base = ("cases", case.index)
-        asking = [s.id for s in compiled.flow.steps if s.kind in ("llm", "agent", "policies")]
+        asking = [s.id for s in compiled.flow.steps if s.uses_models]
         named: list[tuple[tuple[str, ...], Mapping[str, Any], list[str], str]] = [
             (("llm",), case.llm, asking, "model step"),
                  (("tools",), case.tools, tools, "tool"), (("fail",), case.fail, steps, "step")]
@@ -195,13 +197,13 @@ def run_case(test: TestFile, case: Case) -> CaseResult:
 
     started = time.perf_counter()
     unscripted = [name for name, tool in test.compiled.flow.tools.items()
-                  if name not in case.tools and (tool.effect or tool.kind != "python")]
+                  if name not in case.tools and (tool.effect or TOOL_KINDS[tool.kind].calls_out)]
     if unscripted:
         return CaseResult(test.path, case.name, [
             f"tool {name} changes the world or calls out ({test.compiled.flow.tools[name].kind}"
             f"{', effect' if test.compiled.flow.tools[name].effect else ''}): script its "
             f"results under `tools: {{{name}: [...]}}`" for name in unscripted])
-    store = SqlStore.memory()
+    store = open_store("sqlite://")
     llm = ScriptedLLM(case.llm)
     tools = {name: ScriptedTool(results) for name, results in case.tools.items()}
     engine = Engine(store, llm=llm, clock=FakeClock(), rng=random.Random(0),
@@ -222,7 +224,7 @@ def run_case(test: TestFile, case: Case) -> CaseResult:
     return outcome
 
 
-def _actual(store: SqlStore, run_id: str, tools: Mapping[str, ScriptedTool],
+def _actual(store: Store, run_id: str, tools: Mapping[str, ScriptedTool],
             compiled: CompiledFlow) -> dict[str, Any]:
     record = store.run(run_id)
     checkpoints = store.checkpoints(run_id)
@@ -236,7 +238,7 @@ def _actual(store: SqlStore, run_id: str, tools: Mapping[str, ScriptedTool],
             confidence[event.step_id or ""] = round(float(event.data["score"]), 3)
     effects = {name: tool.happened for name, tool in tools.items()
                if compiled.flow.tools[name].effect}
-    outputs = {c.step_id: c.output for c in checkpoints if c.outcome != "error"}
+    outputs = {c.step_id: c.output for c in checkpoints if c.outcome != Outcome.ERROR}
     return {"status": record.status, "ending": record.position,
             "stopped_at": record.failed_step, "steps": [c.step_id for c in checkpoints],
             "retries": retries, "effects": effects, "outputs": outputs,

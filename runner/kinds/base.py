@@ -188,6 +188,7 @@ class StepKind(Protocol):
     """A kind of step: the key that marks it in YAML, its record, checks and run."""
 
     name: str
+    example: Mapping[str, Any]  # the least YAML mapping of such a step (without its id)
 
     def build(self, raw: Mapping[str, Any], common: dict[str, Any]) -> Step:
         """The step's record from its YAML mapping; `common` holds what every step has."""
@@ -216,6 +217,7 @@ class ToolKind(Protocol):
     """A kind of tool: its spec, its checks, the request it renders and its client."""
 
     name: str
+    calls_out: bool  # reaches another system: flow tests must script it, never call it
 
     def build(self, raw: Mapping[str, Any]) -> Any:
         """The tool's spec from its YAML mapping (the value under the kind's key)."""

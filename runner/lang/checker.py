@@ -15,7 +15,7 @@ from runner.core import templates
 from runner.core.errors import Problem
 from runner.core.vocabulary import ENDINGS, Ending, Outcome
 from runner.kinds.registry import POLICY_KINDS, STEP_KINDS, TOOL_KINDS
-from runner.lang.model import Flow, ModelStep, Step
+from runner.lang.model import Flow, Step
 from runner.lang.routes import availability, can_exit, edges, loop_of, reachable
 from runner.lang.schema import schema_problems
 from runner.lang.source import Path_, strings_in
@@ -150,8 +150,7 @@ class Checker:
             found += [((*tool.path, "input"), tool.input_schema),
                       ((*tool.path, "output"), tool.output_schema)]
         for step in self.flow.steps:
-            if isinstance(step, ModelStep) and step.output_schema is not None:
-                found.append(((*step.path, step.kind, "output"), step.output_schema))
+            found += step.author_schemas()
         for path, schema in found:
             for inner, message in schema_problems(schema):
                 self.add((*path, *inner), message)

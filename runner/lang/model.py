@@ -140,6 +140,10 @@ class Step:
         """The JSON Schema of this step's output, if it has one."""
         return None
 
+    def author_schemas(self) -> list[tuple[Path_, Any]]:
+        """JSON Schemas the author wrote in this step, where they are written."""
+        return []
+
 
 @dataclass(frozen=True, kw_only=True)
 class ModelStep(Step):
@@ -154,7 +158,13 @@ class ModelStep(Step):
     uses_models: ClassVar[bool] = True
 
     def output_schema_in(self, flow: Flow) -> Any:
-        return self.output_schema
+        """The answer's schema; without one the answer is text."""
+        return {"type": "string"} if self.output_schema is None else self.output_schema
+
+    def author_schemas(self) -> list[tuple[Path_, Any]]:
+        if self.output_schema is None:
+            return []
+        return [((*self.path, self.kind, "output"), self.output_schema)]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,8 +21,8 @@ from datetime import timedelta
 from typing import Any
 
 from runner.core.errors import InputError, StoreError, UsageError
-from runner.core.vocabulary import ENDINGS
-from runner.lang.model import ModelStep, Step
+from runner.core.vocabulary import ENDINGS, DecisionKind, EffectStatus, Outcome, RunStatus
+from runner.lang.model import Step
 from runner.lang.schema import instance_problems
 from runner.runtime.engine import Engine, RunResult
 from runner.store.records import Checkpoint, Decision, RunRecord, now
@@ -72,7 +72,7 @@ class Desk:
         self.store = engine.store
 
     # -- reading -----------------------------------------------------------------------
-    def queue(self, status: str = "escalated", flow: str | None = None,
+    def queue(self, status: str = RunStatus.ESCALATED, flow: str | None = None,
               limit: int = 200) -> list[Proposal]:
         return [self.proposal(r.id, r) for r in
                 self.store.list_runs(status=status, flow=flow, limit=limit)]
@@ -85,7 +85,7 @@ class Desk:
         step = flow.step(step_id) if step_id in {s.id for s in flow.steps} else None
         target = step.review_target() if step is not None else step_id
         outputs = {c.step_id: c.output for c in self.store.checkpoints(record.id)
-                   if c.outcome != "error"}
+                   if c.outcome != Outcome.ERROR}
         content = outputs.get(target)
         events = [e for e in self.store.events(record.id) if e.step_id == step_id]
         doubt = [e for e in events if e.kind == "effect" and e.data.get("status") == "in_doubt"]
@@ -94,7 +94,7 @@ class Desk:
         return Proposal(
             run=record, step_id=step_id, target=target, content=content,
             content_hash=content_hash(content), schema=_output_schema(flow, target_step),
-            effect_key=doubt[-1].data["key"] if doubt and record.status == "escalated" else None,
+            effect_key=doubt[-1].data["key"] if doubt and record.status == RunStatus.ESCALATED else None,
             score=gates[-1].data.get("score") if gates else None,
             method=gates[-1].data.get("method") if gates else None)
 
@@ -118,23 +118,23 @@ class Desk:
         step = compiled.flow.step(proposal.step_id)
         position = compiled.route(step.id, step.success)
         checkpoint = Checkpoint(_next_seq(self.store, proposal.run.id), proposal.target,
-                                "approved",
+                                Outcome.APPROVED,
                                 position, value, 0, now(), now())
-        decision = Decision(proposal.run.id, proposal.step_id, "approved", by,
+        decision = Decision(proposal.run.id, proposal.step_id, DecisionKind.APPROVED, by,
                             content_hash(value), note, value if (edited or sets) else None)
-        effect = (proposal.effect_key, "done", value) if proposal.effect_key else None
+        effect = (proposal.effect_key, EffectStatus.DONE.value, value) if proposal.effect_key else None
         return self._move(proposal.run, decision, position, checkpoint, effect)
 
     def reject(self, run_id: str, by: str, reason: str) -> None:
         """Close the run: nothing more of it runs."""
         proposal = self._escalated(run_id, None)
-        decision = Decision(proposal.run.id, proposal.step_id, "rejected", by,
+        decision = Decision(proposal.run.id, proposal.step_id, DecisionKind.REJECTED, by,
                             proposal.content_hash, reason)
-        self.store.decide(proposal.run, decision, status="rejected",
+        self.store.decide(proposal.run, decision, status=RunStatus.REJECTED,
                           position=proposal.run.position)
 
     def retry(self, run_id: str, by: str, from_step: str | None, note: str | None = None,
-              statuses: tuple[str, ...] = ("escalated",)) -> RunResult:
+              statuses: tuple[str, ...] = (RunStatus.ESCALATED,)) -> RunResult:
         """Run again from a step (the stopped one by default). For an effect held in
         doubt, this is the person's word that it did not happen: it may be sent again."""
         record = self.store.run(run_id)
@@ -145,30 +145,30 @@ class Desk:
         if start not in {s.id for s in compiled.flow.steps}:
             raise UsageError(f"flow {compiled.flow.name} has no step {start}")
         proposal = self.proposal(record.id, record)
-        decision = Decision(record.id, record.failed_step, "retried", by, None,
+        decision = Decision(record.id, record.failed_step, DecisionKind.RETRIED, by, None,
                             note or f"from {start}")
-        effect = (proposal.effect_key, "failed", {"error": "a person said it did not happen"}) \
+        effect = (proposal.effect_key, EffectStatus.FAILED.value, {"error": "a person said it did not happen"}) \
             if proposal.effect_key else None
         return self._move(record, decision, start, None, effect)
 
     def drop(self, run_id: str, by: str, note: str | None = None) -> None:
         """Archive a failed run; its input, error and audit trail stay."""
         record = self.store.run(run_id)
-        if record.status != "failed":
+        if record.status != RunStatus.FAILED:
             raise StoreError(f"run {record.id} is {record.status}; only failed runs are dropped")
-        self.store.decide(record, Decision(record.id, record.failed_step, "dropped", by, None,
-                                           note), status="archived", position=record.position)
+        self.store.decide(record, Decision(record.id, record.failed_step, DecisionKind.DROPPED, by, None,
+                                           note), status=RunStatus.ARCHIVED, position=record.position)
 
     def expire(self) -> list[tuple[str, str]]:
         """Apply each flow's `review.expires_after_seconds`: (run, route taken) for each."""
         moved = []
-        for record in self.store.list_runs(status="escalated", limit=10_000):
+        for record in self.store.list_runs(status=RunStatus.ESCALATED, limit=10_000):
             policy = self.engine.flow(record.flow_digest).flow.review
             if policy is None or policy.expires_after_seconds is None:
                 continue
             if record.updated_at + timedelta(seconds=policy.expires_after_seconds) > now():
                 continue
-            decision = Decision(record.id, record.failed_step, "expired", "runner", None,
+            decision = Decision(record.id, record.failed_step, DecisionKind.EXPIRED, "runner", None,
                                 f"unreviewed for {policy.expires_after_seconds:g} s")
             try:
                 self._move(record, decision, policy.on_expired, None, None)
@@ -180,7 +180,7 @@ class Desk:
     # -- helpers -----------------------------------------------------------------------
     def _escalated(self, run_id: str, expect_hash: str | None) -> Proposal:
         proposal = self.proposal(run_id)
-        if proposal.run.status != "escalated":
+        if proposal.run.status != RunStatus.ESCALATED:
             raise StoreError(f"run {proposal.run.id} is {proposal.run.status}, not waiting for "
                              "review")
         if expect_hash and len(expect_hash) < 8:
@@ -199,20 +199,15 @@ class Desk:
                               checkpoint=checkpoint, effect=effect)
             return RunResult(record.id, status, position)
         owner = owner_id()
-        self.store.decide(record, decision, status="running", position=position,
+        self.store.decide(record, decision, status=RunStatus.RUNNING, position=position,
                           owner=owner, checkpoint=checkpoint, effect=effect)
         return self.engine.continue_claimed(record.id, owner)
 
 
 def _output_schema(flow: Any, step: Step | None) -> Any:
-    """What an approved (or edited) output must fit: the step's output schema; a model
-    answer without one is text."""
-    if step is None:
-        return True
-    schema = step.output_schema_in(flow)
-    if schema is None:
-        return {"type": "string"} if isinstance(step, ModelStep) else True
-    return schema
+    """What an approved (or edited) output must fit: the step's output schema."""
+    schema = step.output_schema_in(flow) if step is not None else None
+    return True if schema is None else schema
 
 
 def _next_seq(store: Any, run_id: str) -> int:

@@ -12,23 +12,23 @@ from runner.kinds.policies.violation import MAX_FINDINGS, violation
 from runner.lang.model import Policy
 
 
-def _check_regex(checks: Checks, policy: Policy) -> None:
-    try:
-        re.compile(policy.value)
-    except re.error as exc:
-        checks.add((*policy.path, policy.kind), f"not a valid regular expression: {exc}")
-
-
-class Deny:
-    """The text must not match the pattern; each match is a violation."""
-
-    name = "deny"
+class _Pattern:
+    """What both kinds share: the value is a regular expression that must compile."""
 
     def build(self, value: Any) -> Any:
         return value
 
     def check(self, checks: Checks, policy: Policy) -> None:
-        _check_regex(checks, policy)
+        try:
+            re.compile(policy.value)
+        except re.error as exc:
+            checks.add((*policy.path, policy.kind), f"not a valid regular expression: {exc}")
+
+
+class Deny(_Pattern):
+    """The text must not match the pattern; each match is a violation."""
+
+    name = "deny"
 
     def find(self, policy: Policy, text: str, ctx: Mapping[str, Any],
              session: ModelSession) -> list[Violation]:
@@ -37,16 +37,10 @@ class Deny:
                 for m in re.finditer(policy.value, text)][:MAX_FINDINGS]
 
 
-class Require:
+class Require(_Pattern):
     """The text must match the pattern somewhere."""
 
     name = "require"
-
-    def build(self, value: Any) -> Any:
-        return value
-
-    def check(self, checks: Checks, policy: Policy) -> None:
-        _check_regex(checks, policy)
 
     def find(self, policy: Policy, text: str, ctx: Mapping[str, Any],
              session: ModelSession) -> list[Violation]:

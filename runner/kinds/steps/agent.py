@@ -153,6 +153,7 @@ class Agent:
     """The `agent` step kind."""
 
     name = "agent"
+    example: Mapping[str, Any] = {"agent": {"prompt": "Look it up.", "tools": []}}
 
     def build(self, raw: Mapping[str, Any], common: dict[str, Any]) -> Step:
         agent = raw["agent"]

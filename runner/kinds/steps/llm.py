@@ -36,6 +36,7 @@ class Llm:
     """The `llm` step kind."""
 
     name = "llm"
+    example: Mapping[str, Any] = {"llm": {"prompt": "Classify: {{ input.text }}"}}
 
     def build(self, raw: Mapping[str, Any], common: dict[str, Any]) -> Step:
         llm, gate = raw["llm"], raw.get("confidence")

@@ -40,6 +40,7 @@ class Policies:
     """The `policies` step kind."""
 
     name = "policies"
+    example: Mapping[str, Any] = {"policies": [], "text": "{{ input.text }}"}
 
     def build(self, raw: Mapping[str, Any], common: dict[str, Any]) -> Step:
         return PolicyStep(**common, policies=tuple(raw["policies"]), text=raw["text"],

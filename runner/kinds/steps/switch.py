@@ -52,6 +52,7 @@ class Switch:
     """The `switch` step kind."""
 
     name = "switch"
+    example: Mapping[str, Any] = {"switch": [{"when": "input.amount > 200", "next": "human_review"}]}
 
     def build(self, raw: Mapping[str, Any], common: dict[str, Any]) -> Step:
         cases = tuple(SwitchCase(when=c["when"], next=c["next"]) for c in raw["switch"])

@@ -35,6 +35,7 @@ class ToolKindOfStep:
     """The `tool` step kind."""
 
     name = "tool"
+    example: Mapping[str, Any] = {"tool": "lookup", "args": {}}
 
     def build(self, raw: Mapping[str, Any], common: dict[str, Any]) -> Step:
         return ToolStep(**common, tool=raw["tool"], args=raw.get("args", {}))

@@ -40,6 +40,7 @@ class Http:
     """The `http` tool kind."""
 
     name = "http"
+    calls_out = True
 
     def build(self, raw: Any) -> Any:
         has_body = "json" in raw or "body" in raw

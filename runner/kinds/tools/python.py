@@ -33,6 +33,7 @@ class Python:
     """The `python` tool kind: its spec is the target, `module:function`."""
 
     name = "python"
+    calls_out = False
 
     def build(self, raw: Any) -> Any:
         return raw

@@ -17,6 +17,7 @@ class Smtp:
     """The `smtp` tool kind: its spec is the message's fields (templates) and server."""
 
     name = "smtp"
+    calls_out = True
 
     def build(self, raw: Any) -> Any:
         return raw
