@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TextIO
@@ -19,12 +20,24 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json"), default="text")
 
 
-def open_store(args: argparse.Namespace) -> Any:
-    """The run store `--db` (or RUNNER_DB, or the default) names."""
+def open_store(args: argparse.Namespace, *, expire: bool = True) -> Any:
+    """The run store `--db` (or RUNNER_DB, or the default) names. Reviews that are
+    overdue take their expiry route first: no one has to run `runner review expire`."""
     from runner.store import open_store as open_at
     from runner.store.sql import store_url
 
-    return open_at(store_url(args.db))
+    store = open_at(store_url(args.db))
+    if expire:
+        _expire_due(store)
+    return store
+
+
+def _expire_due(store: Any) -> None:
+    from runner.review.desk import Desk
+    from runner.runtime.engine import Engine
+
+    for run_id, route in Desk(Engine(store)).expire():
+        print(f"runner: review of run {run_id} expired -> {route}", file=sys.stderr)
 
 
 def outcome(result: Any, seconds: float, form: str, out: TextIO) -> ExitCode:

@@ -38,6 +38,8 @@ def add_review_commands(commands: Any) -> None:
                       help="change one field of the output (repeatable)")
     approve.add_argument("--hash", metavar="HASH",
                          help="refuse if the proposal no longer has this hash (from show)")
+    approve.add_argument("--override", metavar="REASON",
+                         help="approve an edit that breaks a policy anyway, saying why")
     _action(actions, "reject", "close the run; nothing more of it runs", cmd_review_reject,
             who=True).add_argument("--reason", required=True, metavar="TEXT")
     _action(actions, "retry", "run again from a step", cmd_review_retry, who=True,
@@ -71,11 +73,11 @@ def _action(actions: Any, name: str, help_text: str, command: Any, *, run: bool 
     return parser
 
 
-def _desk(args: argparse.Namespace) -> Any:
+def _desk(args: argparse.Namespace, *, sweep: bool = True) -> Any:
     from runner.review.desk import Desk
     from runner.runtime.engine import Engine
 
-    return Desk(Engine(open_store(args)))
+    return Desk(Engine(open_store(args, expire=sweep)))
 
 
 def _age(moment: datetime) -> str:
@@ -175,7 +177,8 @@ def cmd_review_approve(args: argparse.Namespace, out: TextIO) -> int:
         edited = True
     who = reviewer(args.who)
     result = _desk(args).approve(args.run_id, who, content=content, edited=edited,
-                                 sets=tuple(args.sets), note=args.note, expect_hash=args.hash)
+                                 sets=tuple(args.sets), note=args.note, expect_hash=args.hash,
+                                 override=args.override)
     print(f"approved by {who}", file=sys.stderr)
     return outcome(result, 0.0, args.format, out)
 
@@ -184,9 +187,12 @@ def cmd_review_reject(args: argparse.Namespace, out: TextIO) -> int:
     from runner.review.desk import reviewer
 
     who = reviewer(args.who)
-    _desk(args).reject(args.run_id, who, args.reason)
-    print(f"run {args.run_id} rejected by {who}: {args.reason}", file=out)
-    return ExitCode.OK
+    result = _desk(args).reject(args.run_id, who, args.reason)
+    if result.status == RunStatus.REJECTED:
+        print(f"run {result.run_id} rejected by {who}: {args.reason}", file=out)
+        return ExitCode.OK
+    print(f"rejected by {who}: {args.reason}", file=sys.stderr)
+    return outcome(result, 0.0, args.format, out)
 
 
 def cmd_review_retry(args: argparse.Namespace, out: TextIO) -> int:
@@ -197,7 +203,7 @@ def cmd_review_retry(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_review_expire(args: argparse.Namespace, out: TextIO) -> int:
-    moved = _desk(args).expire()
+    moved = _desk(args, sweep=False).expire(unscheduled=True)
     if args.format == "json":
         json.dump([{"run": r, "route": route} for r, route in moved], out, indent=2)
         out.write("\n")

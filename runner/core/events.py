@@ -23,6 +23,7 @@ def now() -> datetime:
 
 
 _SKIP = ("step_id", "at")
+ANSWER_LIMIT = 4000  # characters of an invalid model answer kept for its reviewer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,6 +213,7 @@ class AnswerInvalid(Event):
     KIND = "llm_invalid"
     repair: int
     problem: str
+    answer: str | None = None  # what the model wrote (cut to ANSWER_LIMIT characters)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -298,10 +300,18 @@ class DecisionMade(Event):
     note: str | None
     status: str
     position: str
+    diff: list[Mapping[str, Any]] | None = None  # [{path, before, after}]
+    override: str | None = None
 
     def describe(self) -> str:
         note = f" ({self.note})" if self.note else ""
-        return f"{self.decision} by {self.by}{note} -> {self.position}"
+        text = f"{self.decision} by {self.by}{note} -> {self.position}"
+        for change in self.diff or ():
+            text += (f"\n{'':30}{change['path']}: {json.dumps(change['before'])} -> "
+                     f"{json.dumps(change['after'])}")
+        if self.override:
+            text += f"\n{'':30}policy overridden: {self.override}"
+        return text
 
 
 EVENT_KINDS: dict[str, type[Event]] = {

@@ -56,7 +56,10 @@ class Outcome(StrEnum):
     IN_DOUBT = "in_doubt"
     BUDGET_EXCEEDED = "budget_exceeded"
     DEFAULT = "default"  # no switch branch matched
+    AWAITING_APPROVAL = "awaiting_approval"  # an approval step waits for a person
     APPROVED = "approved"  # a person approved the stopped step's output
+    REJECTED = "rejected"  # a person rejected an approval (its `on_rejected` route)
+    EXPIRED = "expired"  # nobody decided in time (its `on_expired` route)
 
 
 _BRANCH = "case_"

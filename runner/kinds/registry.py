@@ -10,11 +10,12 @@ from runner.kinds.base import ConfidenceMethod, StepKind, ToolKind
 from runner.kinds.confidence.methods import METHODS
 from runner.kinds.policies.detectors import DETECTORS
 from runner.kinds.policies.kinds import POLICY_KINDS
-from runner.kinds.steps import agent, llm, policies, switch, tool
+from runner.kinds.steps import agent, approval, llm, policies, switch, tool
 from runner.kinds.tools import http, python, smtp
 
 STEP_KINDS: dict[str, StepKind] = {
-    kind.name: kind for kind in (llm.KIND, agent.KIND, tool.KIND, switch.KIND, policies.KIND)
+    kind.name: kind
+    for kind in (llm.KIND, agent.KIND, tool.KIND, switch.KIND, policies.KIND, approval.KIND)
 }
 TOOL_KINDS: dict[str, ToolKind] = {kind.name: kind for kind in (python.KIND, http.KIND, smtp.KIND)}
 CONFIDENCE_METHODS: dict[str, ConfidenceMethod] = METHODS

@@ -240,9 +240,25 @@ class Checker:
         if target not in self.available.get(step.id, frozenset()):
             return f"`steps.{target}` may not have run yet when `{step.id}` runs: " \
                    f"some path reaches `{step.id}` without completing `{target}`"
+        shadowed = self.shadowed(step, chain)
+        if shadowed:
+            return shadowed
         schema = self.flow.step(target).output_schema_in(self.flow)
         return _schema_field(self.sound(schema), chain[2:],
                              f"steps.{target}.output")
+
+    def shadowed(self, step: Step, chain: tuple[str | int, ...]) -> str | None:
+        """A message if `step` reads a value that a person may have changed at an
+        approval that surely ran before it: what was approved must be what is used."""
+        for other in self.flow.steps:
+            if other.id not in self.available.get(step.id, frozenset()):
+                continue
+            for source, instead in other.shadows().items():
+                if chain[: len(source)] == source:
+                    spelled = ".".join(str(part) for part in source)
+                    return (f"`steps.{spelled}` is what `{other.id}` proposed to a person, "
+                            f"who may have changed it: read `{instead}` instead")
+        return None
 
     def sound(self, schema: Any) -> Any:
         """The schema if it is a valid JSON Schema, else None (its problems are reported

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from runner.core.vocabulary import ENDINGS, Outcome
+from runner.core.vocabulary import ENDINGS, Ending, Outcome
 from runner.lang.source import Document, Path_
 
 __all__ = ["ENDINGS", "Flow", "ModelStep", "Step", "Tool"]
@@ -110,6 +110,7 @@ class Step:
     kind: ClassVar[str] = "step"
     uses_models: ClassVar[bool] = False  # may call a model: the run's budget applies
     success: ClassVar[str] = Outcome.OK  # the trigger an approval of its output takes
+    editable: ClassVar[bool] = True  # a reviewer may edit its output when it stops a run
 
     def routes(self) -> dict[str, str]:
         """Each outcome of the step -> the route it takes (a step id or an ending)."""
@@ -131,6 +132,30 @@ class Step:
     def review_target(self) -> str:
         """The step whose output a reviewer approves when this step stops the run."""
         return self.id
+
+    def proposal_of(self, output: Any) -> Any:
+        """What a reviewer decides on, from this step's stored output."""
+        return output
+
+    def reviewers(self) -> tuple[str, ...]:
+        """Who may decide when this step stops the run (empty: anyone)."""
+        return ()
+
+    def review_expiry(self, flow: Flow) -> tuple[float | None, str]:
+        """How long a review of this step may wait, and where the run goes after."""
+        policy = flow.review
+        if policy is None:
+            return None, Ending.DEAD_LETTER.value
+        return policy.expires_after_seconds, policy.on_expired
+
+    def produces_output(self, trigger: str) -> bool:
+        """Whether the step has an output when it leaves by `trigger`'s route."""
+        return trigger != Outcome.ERROR
+
+    def shadows(self) -> dict[tuple[str | int, ...], str]:
+        """Values this step lets a person change: the reference a later step must not
+        read any more (`("assess", "output", "amount")`) -> what to read instead."""
+        return {}
 
     def condition_of(self, trigger: str) -> str | None:
         """The condition that leads to the route of `trigger`, where one decides it."""

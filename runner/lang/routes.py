@@ -86,7 +86,7 @@ def availability(flow: Flow) -> dict[str, frozenset[str]]:
             for trigger, dest in step.routes().items():
                 if dest not in steps or dest == flow.steps[0].id:
                     continue
-                gives = known[step.id] | ({step.id} if trigger != Outcome.ERROR else set())
+                gives = known[step.id] | ({step.id} if step.produces_output(trigger) else set())
                 merged = known[dest] & gives
                 if merged != known[dest]:
                     known[dest], changed = merged, True

@@ -2,54 +2,35 @@
 (failed runs).
 
 A person approves an escalated run (optionally editing the proposed output, which is
-checked against its schema), rejects it, or retries it from a step; a failed run is
-retried after its cause is fixed, or dropped (archived, its audit trail kept). Every
-decision records who, when, and the sha256 of exactly the content approved, and commits
-only if the run is still as the person saw it: of two people deciding at once, one wins.
+checked against its schema and the policies that apply to it), rejects it, or retries
+it from a step; a failed run is retried after its cause is fixed, or dropped (archived,
+its audit trail kept). Every decision records who, when, the sha256 of exactly the
+content approved and what the person changed, and commits only if the run is still as
+the person saw it: of two people deciding at once, one wins.
 """
 
 from __future__ import annotations
 
 import copy
 import getpass
-import hashlib
-import json
 import re
 import subprocess
-from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from runner.core.errors import InputError, StoreError, UsageError
 from runner.core.vocabulary import ENDINGS, DecisionKind, EffectStatus, Outcome, RunStatus
+from runner.lang.compiler import CompiledFlow
 from runner.lang.model import Step
 from runner.lang.schema import instance_problems
+from runner.review.edits import assign, describe_hits, diff, recheck
+from runner.review.proposals import Proposal, build_proposal, content_hash, outputs_of
 from runner.runtime.engine import Engine, RunResult
+from runner.runtime.visit import RunState, context
+from runner.store.leases import owner_id
 from runner.store.records import Checkpoint, Decision, RunRecord, now
-from runner.store.sql import owner_id
 
-_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """What a reviewer decides on: where the run stopped, and the output it proposes."""
-
-    run: RunRecord
-    step_id: str
-    target: str  # the step whose output is approved (or edited)
-    content: Any
-    content_hash: str
-    schema: Any
-    effect_key: str | None
-    score: float | None
-    method: str | None
-
-
-def content_hash(value: Any) -> str:
-    """sha256 of a value's canonical JSON: the fingerprint of what was approved."""
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+__all__ = ["Desk", "Proposal", "content_hash", "reviewer"]
 
 
 def reviewer(given: str | None) -> str:
@@ -79,59 +60,55 @@ class Desk:
 
     def proposal(self, run_id: str, record: RunRecord | None = None) -> Proposal:
         record = record or self.store.run(run_id)
-        step_id = record.failed_step or record.position
-        compiled = self.engine.flow(record.flow_digest)
-        flow = compiled.flow
-        step = flow.step(step_id) if step_id in {s.id for s in flow.steps} else None
-        target = step.review_target() if step is not None else step_id
-        outputs = {c.step_id: c.output for c in self.store.checkpoints(record.id)
-                   if c.outcome != Outcome.ERROR}
-        content = outputs.get(target)
-        events = [e for e in self.store.events(record.id) if e.step_id == step_id]
-        doubt = [e for e in events if e.kind == "effect" and e.data.get("status") == "in_doubt"]
-        gates = [e for e in events if e.kind == "confidence"]
-        target_step = flow.step(target) if target in {s.id for s in flow.steps} else None
-        return Proposal(
-            run=record, step_id=step_id, target=target, content=content,
-            content_hash=content_hash(content), schema=_output_schema(flow, target_step),
-            effect_key=doubt[-1].data["key"] if doubt and record.status == RunStatus.ESCALATED else None,
-            score=gates[-1].data.get("score") if gates else None,
-            method=gates[-1].data.get("method") if gates else None)
+        return build_proposal(self.store, self.engine.flow(record.flow_digest), record)
 
     # -- deciding ----------------------------------------------------------------------
     def approve(self, run_id: str, by: str, *, content: Any = None, edited: bool = False,
                 sets: tuple[str, ...] = (), note: str | None = None,
-                expect_hash: str | None = None) -> RunResult:
+                expect_hash: str | None = None, override: str | None = None) -> RunResult:
         """Accept the proposal (as edited) and continue the run on the stopped step's
-        success route."""
-        proposal = self._escalated(run_id, expect_hash)
+        success route. An edit must fit the output schema and pass the policies that
+        apply to it, unless `override` says why it may go anyway."""
+        proposal = self._escalated(run_id, expect_hash, by)
+        changed = edited or bool(sets)
+        if changed and not proposal.editable:
+            raise InputError(f"run {proposal.run.id} stopped at `{proposal.step_id}`, a route "
+                             "with nothing to edit: approve or reject it as it is; to let a "
+                             "person change values, add an `approval` step to the flow")
         value = content if edited else copy.deepcopy(proposal.content)
         for assignment in sets:
-            value = _assign(value, assignment)
-        problems = instance_problems(proposal.schema, value)
-        if problems:
-            what = "the edited output" if edited or sets else "the proposed output"
-            hint = "" if edited or sets else "; give the output with --edit or --set"
-            raise InputError(f"{what} does not match the output schema of step "
-                             f"{proposal.target}: " + "; ".join(problems) + hint)
+            value = assign(value, assignment)
+        self._fits(proposal, value, changed)
         compiled = self.engine.flow(proposal.run.flow_digest)
-        step = compiled.flow.step(proposal.step_id)
-        position = compiled.route(step.id, step.success)
-        checkpoint = Checkpoint(_next_seq(self.store, proposal.run.id), proposal.target,
-                                Outcome.APPROVED,
-                                position, value, 0, now(), now())
+        if changed:
+            self._passes_policies(compiled, proposal, value, override)
+        position = compiled.route(proposal.step_id, compiled.flow.step(proposal.step_id).success)
+        checkpoint = self._checkpoint(proposal.run, proposal.target, Outcome.APPROVED,
+                                      position, value)
         decision = Decision(proposal.run.id, proposal.step_id, DecisionKind.APPROVED, by,
-                            content_hash(value), note, value if (edited or sets) else None)
-        effect = (proposal.effect_key, EffectStatus.DONE.value, value) if proposal.effect_key else None
+                            content_hash(value), note, value if changed else None,
+                            diff=diff(proposal.content, value) if changed else None,
+                            override=override if changed else None)
+        effect = (proposal.effect_key, EffectStatus.DONE.value, value) \
+            if proposal.effect_key else None
         return self._move(proposal.run, decision, position, checkpoint, effect)
 
-    def reject(self, run_id: str, by: str, reason: str) -> None:
-        """Close the run: nothing more of it runs."""
-        proposal = self._escalated(run_id, None)
+    def reject(self, run_id: str, by: str, reason: str) -> RunResult:
+        """Close the run (nothing more of it runs), or take the stopped step's
+        `on_rejected` route when it has one."""
+        proposal = self._escalated(run_id, None, by)
         decision = Decision(proposal.run.id, proposal.step_id, DecisionKind.REJECTED, by,
                             proposal.content_hash, reason)
+        compiled = self.engine.flow(proposal.run.flow_digest)
+        step = compiled.flow.step(proposal.step_id)
+        if Outcome.REJECTED in step.routes():
+            position = compiled.route(step.id, Outcome.REJECTED)
+            checkpoint = self._checkpoint(proposal.run, step.id, Outcome.REJECTED, position,
+                                          {"reason": reason})
+            return self._move(proposal.run, decision, position, checkpoint, None)
         self.store.decide(proposal.run, decision, status=RunStatus.REJECTED,
                           position=proposal.run.position)
+        return RunResult(proposal.run.id, RunStatus.REJECTED, proposal.run.position)
 
     def retry(self, run_id: str, by: str, from_step: str | None, note: str | None = None,
               statuses: tuple[str, ...] = (RunStatus.ESCALATED,)) -> RunResult:
@@ -147,8 +124,10 @@ class Desk:
         proposal = self.proposal(record.id, record)
         decision = Decision(record.id, record.failed_step, DecisionKind.RETRIED, by, None,
                             note or f"from {start}")
-        effect = (proposal.effect_key, EffectStatus.FAILED.value, {"error": "a person said it did not happen"}) \
-            if proposal.effect_key else None
+        effect = None
+        if proposal.effect_key:
+            effect = (proposal.effect_key, EffectStatus.FAILED.value,
+                      {"error": "a person said it did not happen"})
         return self._move(record, decision, start, None, effect)
 
     def drop(self, run_id: str, by: str, note: str | None = None) -> None:
@@ -156,29 +135,29 @@ class Desk:
         record = self.store.run(run_id)
         if record.status != RunStatus.FAILED:
             raise StoreError(f"run {record.id} is {record.status}; only failed runs are dropped")
-        self.store.decide(record, Decision(record.id, record.failed_step, DecisionKind.DROPPED, by, None,
-                                           note), status=RunStatus.ARCHIVED, position=record.position)
+        decision = Decision(record.id, record.failed_step, DecisionKind.DROPPED, by, None, note)
+        self.store.decide(record, decision, status=RunStatus.ARCHIVED,
+                          position=record.position)
 
-    def expire(self) -> list[tuple[str, str]]:
-        """Apply each flow's `review.expires_after_seconds`: (run, route taken) for each."""
+    def expire(self, at: datetime | None = None, *, unscheduled: bool = False
+               ) -> list[tuple[str, str]]:
+        """Take the expiry route of every run whose review is overdue at `at` (now):
+        (run, route taken) for each. With `unscheduled`, also runs escalated before
+        review deadlines were recorded, by their flow's `review` policy."""
+        at = at or now()
+        due = self.store.due_runs(at, limit=1000)
+        if unscheduled:
+            due += [r for r in self.store.list_runs(status=RunStatus.ESCALATED, limit=10_000)
+                    if r.due_at is None and self._overdue_by_policy(r, at)]
         moved = []
-        for record in self.store.list_runs(status=RunStatus.ESCALATED, limit=10_000):
-            policy = self.engine.flow(record.flow_digest).flow.review
-            if policy is None or policy.expires_after_seconds is None:
-                continue
-            if record.updated_at + timedelta(seconds=policy.expires_after_seconds) > now():
-                continue
-            decision = Decision(record.id, record.failed_step, DecisionKind.EXPIRED, "runner", None,
-                                f"unreviewed for {policy.expires_after_seconds:g} s")
-            try:
-                self._move(record, decision, policy.on_expired, None, None)
-            except StoreError:
-                continue  # decided meanwhile: nothing to expire
-            moved.append((record.id, policy.on_expired))
+        for record in due:
+            route = self._expire(record)
+            if route is not None:
+                moved.append((record.id, route))
         return moved
 
     # -- helpers -----------------------------------------------------------------------
-    def _escalated(self, run_id: str, expect_hash: str | None) -> Proposal:
+    def _escalated(self, run_id: str, expect_hash: str | None, by: str) -> Proposal:
         proposal = self.proposal(run_id)
         if proposal.run.status != RunStatus.ESCALATED:
             raise StoreError(f"run {proposal.run.id} is {proposal.run.status}, not waiting for "
@@ -189,7 +168,55 @@ class Desk:
             raise StoreError(f"run {proposal.run.id}: the proposal changed since it was shown "
                              f"(hash {expect_hash[:12]}, now {proposal.content_hash[:12]}); "
                              "look at it again")
+        _may_decide(proposal, by)
         return proposal
+
+    def _fits(self, proposal: Proposal, value: Any, changed: bool) -> None:
+        problems = instance_problems(proposal.schema, value)
+        if problems:
+            what = "the edited output" if changed else "the proposed output"
+            hint = "" if changed else "; give the output with --edit or --set"
+            raise InputError(f"{what} does not match the output schema of step "
+                             f"{proposal.target}: " + "; ".join(problems) + hint)
+
+    def _passes_policies(self, compiled: CompiledFlow, proposal: Proposal, value: Any,
+                         override: str | None) -> None:
+        record = proposal.run
+        outputs = {**outputs_of(self.store, record.id), proposal.target: value}
+        state = RunState(record.id, record.flow_name, record.input, outputs, 0)
+        hits = recheck(compiled.flow, proposal.target, context(state, self.engine.environ))
+        if hits and not override:
+            listed = "\n  ".join(describe_hits(hits))
+            raise InputError(f"the edited output breaks the flow's policies:\n  {listed}\n"
+                             "fix the edit, or approve it anyway with --override REASON")
+
+    def _checkpoint(self, record: RunRecord, step_id: str, outcome: str, position: str,
+                    output: Any) -> Checkpoint:
+        seq = max((c.seq for c in self.store.checkpoints(record.id)), default=0) + 1
+        return Checkpoint(seq, step_id, outcome, position, output, 0, now(), now())
+
+    def _expire(self, record: RunRecord) -> str | None:
+        compiled = self.engine.flow(record.flow_digest)
+        step = _stopped_step(compiled, record)
+        seconds, route = step.review_expiry(compiled.flow) if step else (None, "dead_letter")
+        waited = f"unreviewed for {seconds:g} s" if seconds else "unreviewed"
+        decision = Decision(record.id, record.failed_step, DecisionKind.EXPIRED, "runner",
+                            None, waited)
+        checkpoint = None
+        if step is not None and Outcome.EXPIRED in step.routes():
+            route = compiled.route(step.id, Outcome.EXPIRED)
+            checkpoint = self._checkpoint(record, step.id, Outcome.EXPIRED, route, None)
+        try:
+            self._move(record, decision, route, checkpoint, None)
+        except StoreError:
+            return None  # decided meanwhile: nothing to expire
+        return route
+
+    def _overdue_by_policy(self, record: RunRecord, at: datetime) -> bool:
+        compiled = self.engine.flow(record.flow_digest)
+        step = _stopped_step(compiled, record)
+        seconds = step.review_expiry(compiled.flow)[0] if step else None
+        return seconds is not None and record.updated_at + timedelta(seconds=seconds) <= at
 
     def _move(self, record: RunRecord, decision: Decision, position: str,
               checkpoint: Checkpoint | None, effect: Any) -> RunResult:
@@ -204,34 +231,21 @@ class Desk:
         return self.engine.continue_claimed(record.id, owner)
 
 
-def _output_schema(flow: Any, step: Step | None) -> Any:
-    """What an approved (or edited) output must fit: the step's output schema."""
-    schema = step.output_schema_in(flow) if step is not None else None
-    return True if schema is None else schema
+def _stopped_step(compiled: CompiledFlow, record: RunRecord) -> Step | None:
+    step_id = record.failed_step or record.position
+    return compiled.flow.step(step_id) if step_id in {s.id for s in compiled.flow.steps} \
+        else None
 
 
-def _next_seq(store: Any, run_id: str) -> int:
-    return max((c.seq for c in store.checkpoints(run_id)), default=0) + 1
-
-
-def _assign(value: Any, assignment: str) -> Any:
-    """Apply `path=value` (the value as JSON, else as text) to a copy of `value`."""
-    path, sep, raw = assignment.partition("=")
-    if not sep or not path:
-        raise UsageError(f"--set takes path=value, e.g. reply=\"Hello\"; got {assignment!r}")
-    try:
-        new = json.loads(raw)
-    except json.JSONDecodeError:
-        new = raw
-    parts: list[str | int] = [int(i) if i else str(k) for k, i in _PATH_PART.findall(path)]
-    if not parts:
-        return new
-    root = copy.deepcopy(value) if isinstance(value, dict | list) else {}
-    node: Any = root
-    for part in parts[:-1]:
-        node = node.setdefault(part, {}) if isinstance(node, dict) else node[part]
-    try:
-        node[parts[-1]] = new
-    except (IndexError, TypeError) as exc:
-        raise UsageError(f"--set {path}: no such place in the output") from exc
-    return root
+def _may_decide(proposal: Proposal, by: str) -> None:
+    """Only the step's reviewers decide: a name, or a group named in parentheses after
+    it (`Lena (finance)` decides for `finance`)."""
+    allowed = proposal.reviewers
+    if not allowed:
+        return
+    groups = re.findall(r"\(([^()]*)\)", by)
+    names = {by.strip(), re.sub(r"\s*\([^()]*\)", "", by).strip(), *map(str.strip, groups)}
+    if not names & set(allowed):
+        raise InputError(f"only {', '.join(allowed)} may decide at `{proposal.step_id}`; "
+                         f"{by!r} is not one of them (name your group in parentheses: "
+                         f"--as \"Your Name ({allowed[0]})\")")

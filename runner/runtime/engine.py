@@ -18,6 +18,7 @@ import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from runner.core.errors import (
@@ -28,7 +29,7 @@ from runner.core.errors import (
 )
 from runner.core.events import BudgetReached, StepFinished, now
 from runner.core.llm import LLMClient
-from runner.core.vocabulary import ENDINGS, STOPS, ErrorKind, Outcome, RunStatus
+from runner.core.vocabulary import ENDINGS, STOPS, Ending, ErrorKind, Outcome, RunStatus
 from runner.kinds.base import StepResult, ToolCall, attempts_of, failure
 from runner.kinds.registry import STEP_KINDS
 from runner.lang.compiler import CompiledFlow, machine_position
@@ -205,6 +206,7 @@ class Engine:
             reason=redact(_reason(step, result, dest)),
             error=redact(result.error) if stopped else None,
             usage=(state.usage.llm_calls, state.usage.tokens, state.usage.cost_usd),
+            due_at=_review_due(compiled, step, dest),
         )
 
     def _run_step(self, compiled: CompiledFlow, step: Step, state: RunState) -> StepResult:
@@ -248,6 +250,14 @@ class Engine:
 
         return Session(compiled.flow, step, self.llm_client(), retrier, state.usage,
                        self.environ)
+
+
+def _review_due(compiled: CompiledFlow, step: Step, dest: str) -> datetime | None:
+    """When a run that stops here for review expires (None: it waits for ever)."""
+    if dest != Ending.HUMAN_REVIEW:
+        return None
+    seconds, _ = step.review_expiry(compiled.flow)
+    return now() + timedelta(seconds=seconds) if seconds else None
 
 
 def _reason(step: Step, result: StepResult, dest: str) -> str | None:

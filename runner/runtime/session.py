@@ -15,7 +15,7 @@ from typing import Any
 
 from runner.core import templates
 from runner.core.errors import Attempt, BudgetExceededError, LLMError, RetriesExhaustedError
-from runner.core.events import AnswerInvalid, AttemptFailed, Event, ModelCalled
+from runner.core.events import ANSWER_LIMIT, AnswerInvalid, AttemptFailed, Event, ModelCalled
 from runner.core.llm import Answer, LLMClient, LLMRequest, LLMResponse
 from runner.core.vocabulary import ErrorKind
 from runner.lang.model import Budget, Flow, Model, Step
@@ -86,7 +86,8 @@ class Session:
             if not problem:
                 return Answer(value, response)
             self.events.append(AnswerInvalid(step_id=self.step.id, repair=repair,
-                                             problem=problem))
+                                             problem=problem,
+                                             answer=response.text[:ANSWER_LIMIT]))
             conversation += [{"role": "assistant", "content": response.text},
                              {"role": "user", "content": f"That answer is not valid: {problem}"
                               ". Reply again with only the corrected JSON."}]

@@ -13,6 +13,7 @@ one contract suite against every implementation.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from runner.store.records import (
@@ -89,12 +90,18 @@ class Store(Protocol):
 
     def decide(self, record: RunRecord, decision: Decision, *, status: str, position: str,
                owner: str | None = None, checkpoint: Checkpoint | None = None,
-               effect: tuple[str, str, Any] | None = None) -> None:
+               effect: tuple[str, str, Any] | None = None,
+               due_at: datetime | None = None) -> None:
         """Record a person's decision and move the run to `status` at `position`, with an
         optional checkpoint and finished effect `(key, status, result)`, in one
         transaction, and only if the run is unleased and still as `record` shows it
         (same status and step count): of two people deciding at once, one wins and the
-        other gets a StoreError. With `owner` the run is leased to it."""
+        other gets a StoreError. With `owner` the run is leased to it; `due_at` is when
+        the run's next review expires (None: it does not)."""
+        ...
+
+    def due_runs(self, at: datetime, limit: int = 100) -> list[RunRecord]:
+        """Runs waiting for review whose review expired by `at`, the oldest due first."""
         ...
 
     def decisions(self, run_id: str) -> list[Decision]:

@@ -58,6 +58,7 @@ class RunRecord:
     lease_owner: str | None
     created_at: datetime
     updated_at: datetime
+    due_at: datetime | None = None  # when its review expires, while it waits for one
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class StepCommit:
     reason: str | None = None
     error: Any = None
     usage: tuple[int, int, float] = (0, 0, 0.0)  # the run's model calls, tokens, cost
+    due_at: datetime | None = None  # a run stopped for review: when the review expires
 
 
 @dataclass(frozen=True)
@@ -113,3 +115,5 @@ class Decision:
     note: str | None = None
     content: Any = None
     decided_at: datetime = field(default_factory=now)
+    diff: Any = None  # [{path, before, after}] of what the person changed
+    override: str | None = None  # why the person approved past a policy

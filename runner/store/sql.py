@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -202,7 +203,7 @@ class SqlStore:
             "failed_step": commit.failed_step, "reason": commit.reason, "error": commit.error,
             "lease_expires": None if ending else lease_until(stamp),
             "llm_calls": commit.usage[0], "tokens": commit.usage[1],
-            "cost_usd": commit.usage[2]}
+            "cost_usd": commit.usage[2], "due_at": commit.due_at}
         with self._begin() as conn:
             if self._execute(conn, ADVANCE_RUN, run) != 1:
                 raise StoreError(f"run {run_id} is no longer leased to this process")
@@ -244,7 +245,8 @@ class SqlStore:
     # -- decisions ---------------------------------------------------------------------
     def decide(self, record: RunRecord, decision: Decision, *, status: str, position: str,
                owner: str | None = None, checkpoint: Checkpoint | None = None,
-               effect: tuple[str, str, Any] | None = None) -> None:
+               effect: tuple[str, str, Any] | None = None,
+               due_at: datetime | None = None) -> None:
         """Record a decision and move the run, in one transaction, only if the run is
         still exactly as `record` shows it: of two people deciding at once, one wins."""
         stamp = now()
@@ -254,7 +256,7 @@ class SqlStore:
                 runs.c.steps_run == record.steps_run, runs.c.lease_owner.is_(None)).values(
                 status=status, position=position, updated_at=stamp, lease_owner=owner,
                 lease_expires=lease_until(stamp) if owner else None,
-                reason=None if status == "running" else record.reason,
+                reason=None if status == "running" else record.reason, due_at=due_at,
                 steps_run=runs.c.steps_run + (1 if checkpoint else 0)))
             if updated.rowcount != 1:
                 raise StoreError(f"run {record.id} changed while this decision was made "
@@ -269,15 +271,23 @@ class SqlStore:
             self._insert_events(conn, record.id, [DecisionMade(
                 step_id=decision.step_id, decision=decision.decision, by=decision.decided_by,
                 content_hash=decision.content_hash, note=decision.note, status=status,
-                position=position)])
+                position=position, diff=decision.diff, override=decision.override)])
 
     def decisions(self, run_id: str) -> list[Decision]:
         """The decisions made on the run, oldest first."""
         query = decisions.select().where(decisions.c.run_id == run_id).order_by(decisions.c.id)
         with self._connect() as conn:
             return [Decision(r.run_id, r.step_id, r.decision, r.decided_by, r.content_hash,
-                             r.note, r.content, aware(r.decided_at) or now())
+                             r.note, r.content, aware(r.decided_at) or now(), r.diff,
+                             r.override)
                     for r in conn.execute(query)]
+
+    def due_runs(self, at: datetime, limit: int = 100) -> list[RunRecord]:
+        """Runs waiting for review whose review expired by `at`, the oldest due first."""
+        query = runs.select().where(runs.c.status == "escalated", runs.c.due_at <= at) \
+            .order_by(runs.c.due_at).limit(limit)
+        with self._connect() as conn:
+            return [_run_record(row) for row in conn.execute(query)]
 
     # -- the effect ledger -------------------------------------------------------------
     def effect(self, key: str) -> Effect | None:
@@ -330,7 +340,8 @@ def _decision_row(decision: Decision) -> dict[str, Any]:
     return {"run_id": decision.run_id, "step_id": decision.step_id,
             "decision": decision.decision, "decided_by": decision.decided_by,
             "decided_at": decision.decided_at, "content_hash": decision.content_hash,
-            "note": decision.note, "content": decision.content}
+            "note": decision.note, "content": decision.content, "diff": decision.diff,
+            "override": decision.override}
 
 
 def _effect(row: Any) -> Effect:
@@ -344,5 +355,5 @@ def _run_record(row: Any) -> RunRecord:
         error=row.error, input=row.input, steps_run=row.steps_run, llm_calls=row.llm_calls,
         tokens=row.tokens, cost_usd=row.cost_usd,
         lease_owner=row.lease_owner, created_at=aware(row.created_at) or now(),
-        updated_at=aware(row.updated_at) or now(),
+        updated_at=aware(row.updated_at) or now(), due_at=aware(row.due_at),
     )

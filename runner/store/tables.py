@@ -56,6 +56,8 @@ runs = sa.Table(
     sa.Column("lease_expires", sa.DateTime(timezone=True)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # When a run waiting for review expires (revision 0003); null when it does not.
+    sa.Column("due_at", sa.DateTime(timezone=True), index=True),
 )
 
 checkpoints = sa.Table(
@@ -94,6 +96,10 @@ decisions = sa.Table(
     sa.Column("content_hash", sa.String(64)),
     sa.Column("note", sa.Text),
     sa.Column("content", sa.JSON),
+    # What the person changed, before -> after, and why they approved past a policy
+    # (revision 0003).
+    sa.Column("diff", sa.JSON),
+    sa.Column("override", sa.Text),
 )
 
 events = sa.Table(
@@ -122,7 +128,7 @@ ADVANCE_RUN = runs.update().where(
     steps_run=runs.c.steps_run + sa.literal_column("1"), lease_owner=sa.bindparam("new_owner"),
     llm_calls=sa.bindparam("llm_calls"), tokens=sa.bindparam("tokens"),
     cost_usd=sa.bindparam("cost_usd"),
-    lease_expires=sa.bindparam("lease_expires"))
+    lease_expires=sa.bindparam("lease_expires"), due_at=sa.bindparam("due_at"))
 INSERT_RUN = runs.insert()
 INSERT_CHECKPOINT = checkpoints.insert()
 FINISH_EFFECT = effects.update().where(effects.c.key == sa.bindparam("k")).values(

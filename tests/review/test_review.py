@@ -247,6 +247,9 @@ DRAFT_OK = "draft            ok -> check  (1 attempt, <MS> ms)"
 FIRED = "check            policy no_refund fired (deny): only billing staff promise refunds"
 VIOLATION = "check            violation -> human_review  (1 attempt, <MS> ms)"
 ESCALATED = [STARTED, DRAFT_OK, FIRED, VIOLATION]
+# What alice changed when she approved the refund-1 draft.
+CHANGED = {"path": "reply", "before": "We will refund you today.",
+           "after": "Billing will contact you."}
 
 
 def step_event(step: str, outcome: str, route: str) -> dict[str, Any]:
@@ -348,18 +351,20 @@ def test_list_show_and_approve_with_set(desk: Desk) -> None:
         'input    {"ticket": "refund-1"}\n'
         "audit trail:\n" + timeline(
             *ESCALATED,
-            "check            approved by alice (no promise) -> send",
+            "check            approved by alice (no promise) -> send\n"
+            + " " * 30 + 'reply: "We will refund you today." -> "Billing will contact you."',
             "send             effect send-refund-1: done",
             "send             ok -> done  (1 attempt, <MS> ms)"))
     shown = desk.json(desk.cli("review", "show", run, "--format", "json").out)
     assert shown["decisions"] == [{
         "run_id": "<RUN>", "step_id": "check", "decision": "approved", "decided_by": "alice",
         "content_hash": content_hash(edited), "note": "no promise", "content": edited,
-        "decided_at": "<TIME>"}]
+        "decided_at": "<TIME>", "diff": [CHANGED], "override": None}]
     assert shown["events"][4:] == [
         {"at": "<TIME>", "kind": "decision", "step": "check",
          "data": {"decision": "approved", "by": "alice", "content_hash": content_hash(edited),
-                  "note": "no promise", "status": "running", "position": "send"}},
+                  "note": "no promise", "status": "running", "position": "send",
+                  "diff": [CHANGED]}},
         {"at": "<TIME>", "kind": "effect", "step": "send",
          "data": {"key": "send-refund-1", "status": "done"}},
         step_event("send", "ok", "done")]
@@ -631,9 +636,9 @@ def test_expire_takes_on_expired(desk: Desk) -> None:
     assert (nothing.code, nothing.out) == (0, "0 expired\n")
     assert desk.cli("review", "expire", "--format", "json").out == "[]\n"
     store = desk.store()
-    with store.engine.begin() as conn:
+    with store.engine.begin() as conn:  # its review fell due an hour after it stopped
         conn.execute(runs.update().where(runs.c.id == old).values(
-            updated_at=now() - timedelta(seconds=3601)))
+            updated_at=now() - timedelta(seconds=3601), due_at=now() - timedelta(seconds=1)))
     expired = desk.cli("review", "expire")
     assert (expired.code, desk.text(expired.out)) == (
         0, "run <OLD> expired -> dead_letter\n1 expired\n")
@@ -652,11 +657,30 @@ def test_expire_takes_on_expired(desk: Desk) -> None:
         f"{'RUN':26}FLOW     STEP   ERROR                                                 AGE\n"
         f"<OLD>  replies  check  {REASON}  <AGE>\n")
 
+    # Nobody has to run `review expire`: any command that opens the store applies it.
     with store.engine.begin() as conn:
         conn.execute(runs.update().where(runs.c.id == fresh).values(
-            updated_at=now() - timedelta(seconds=7200)))
-    expired = desk.json(desk.cli("review", "expire", "--format", "json").out)
-    assert expired == [{"run": "<FRESH>", "route": "dead_letter"}]
+            due_at=now() - timedelta(seconds=1)))
+    listed = desk.cli("review", "list")
+    assert (listed.code, listed.out) == (0, "nothing waiting\n")
+    assert desk.text(listed.err) == "runner: review of run <FRESH> expired -> dead_letter\n"
+    assert desk.store().run(fresh).status == "failed"
+    assert desk.json(desk.cli("review", "expire", "--format", "json").out) == []
+
+
+def test_a_run_escalated_before_review_deadlines_expires_by_its_flows_policy(
+        desk: Desk) -> None:
+    """Runs that stopped before deadlines were recorded (release 0.1's) have none:
+    `review expire` measures them from when they stopped, by the flow's policy."""
+    old = desk.run("refund-11", "OLD")
+    with desk.store().engine.begin() as conn:
+        conn.execute(runs.update().where(runs.c.id == old).values(
+            updated_at=now() - timedelta(seconds=3601), due_at=None))
+    assert desk.cli("runs").code == 0  # the automatic sweep goes by deadlines only
+    assert desk.store().run(old).status == "escalated"
+    expired = desk.cli("review", "expire")
+    assert (expired.code, desk.text(expired.out)) == (
+        0, "run <OLD> expired -> dead_letter\n1 expired\n")
 
 
 # -- the dead-letter queue -------------------------------------------------------------------
@@ -745,7 +769,7 @@ def test_dlq_list_show_retry_and_drop(desk: Desk) -> None:
     assert shown["decisions"] == [{
         "run_id": "<OTHER>", "step_id": "draft", "decision": "dropped", "decided_by": "frank",
         "content_hash": None, "note": "duplicate ticket", "content": None,
-        "decided_at": "<TIME>"}]
+        "decided_at": "<TIME>", "diff": None, "override": None}]
     assert [e["kind"] for e in shown["events"]] == [
         "run_started", "attempt_failed", "step", "decision"]
 

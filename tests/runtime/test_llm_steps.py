@@ -75,7 +75,8 @@ def test_invalid_json_is_repaired_with_the_exact_problem_sent_back(tmp_path: Pat
     ]
     invalid = events(engine, result, "llm_invalid")
     assert [e.data for e in invalid] == [
-        {"repair": 0, "problem": "it is not JSON (Expecting value at line 1 column 1)"}]
+        {"repair": 0, "problem": "it is not JSON (Expecting value at line 1 column 1)",
+         "answer": "not json"}]  # what the model wrote is kept for its reviewer
     assert [e.data["repair"] for e in events(engine, result, "llm_call")] == [0, 1]
 
 
@@ -96,7 +97,8 @@ def test_an_answer_that_stays_invalid_takes_the_error_route(tmp_path: Path) -> N
     assert run.error["kind"] == "invalid_output"
     assert run.error["message"] == f"the answer stayed invalid after 2 repairs: {problem}"
     assert [e.data for e in events(engine, result, "llm_invalid")] == [
-        {"repair": n, "problem": problem} for n in range(3)]
+        {"repair": n, "problem": problem, "answer": '{"category": "refund"}'}
+        for n in range(3)]
 
 
 # -- retries and fallbacks ---------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from runner.core import templates
-from runner.core.vocabulary import Outcome, branch, branch_number
+from runner.core.errors import StepError
+from runner.core.vocabulary import STOPS, Outcome, branch, branch_number
 from runner.kinds.base import STEP_ROOTS, Checks, StepResult, StepRun
 from runner.lang.model import Step
 from runner.lang.source import Path_
@@ -29,6 +31,7 @@ class SwitchStep(Step):
 
     kind = "switch"
     success: ClassVar[str] = Outcome.DEFAULT
+    editable: ClassVar[bool] = False  # a route has nothing to edit: use an approval step
 
     def routes(self) -> dict[str, str]:
         routes = {branch(i): case.next for i, case in enumerate(self.cases, 1)}
@@ -69,8 +72,38 @@ class Switch:
         ctx = visit.context()
         for number, case in enumerate(step.cases, 1):
             if templates.evaluate(case.when, ctx):
-                return StepResult(branch(number), {"branch": number, "when": case.when})
-        return StepResult(Outcome.DEFAULT, {"branch": "default"})
+                why = f"{step.id}: case {number}, {explain(case.when, ctx)}"
+                return StepResult(branch(number), {"branch": number, "when": case.when},
+                                  reason=why if case.next in STOPS else None)
+        why = f"{step.id}: no case matched"
+        return StepResult(Outcome.DEFAULT, {"branch": "default"},
+                          reason=why if step.next in STOPS else None)
+
+
+def explain(condition: str, ctx: Mapping[str, Any]) -> str:
+    """The condition with the value of each name it read, e.g.
+    `steps.assess.output.amount = 480 > 200`. Environment and secrets are not shown."""
+    try:
+        refs = templates.references(templates.parse_expression(condition))
+    except templates.TemplateSyntaxError:
+        return condition
+    shown = condition
+    for spelled in dict.fromkeys(_spell(r) for r in refs if r.root not in ("env", "secret")):
+        try:
+            value = templates.evaluate(spelled, ctx)
+        except StepError:
+            continue
+        text = json.dumps(value, ensure_ascii=False, default=str)
+        shown = shown.replace(spelled, f"{spelled} = {_cut(text)}", 1)
+    return shown
+
+
+def _spell(ref: templates.Reference) -> str:
+    return ref.root + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in ref.chain)
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 KIND = Switch()
