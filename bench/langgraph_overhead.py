@@ -48,9 +48,16 @@ def main() -> None:
         seconds = time.perf_counter() - started
         sync = conn.execute("PRAGMA synchronous").fetchone()[0]
         journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
-    print(json.dumps({"ms_per_step": seconds / (runs * STEPS) * 1000,
-                      "runs_per_second": runs / seconds, "synchronous": sync,
-                      "journal_mode": journal}))
+    print(
+        json.dumps(
+            {
+                "ms_per_step": seconds / (runs * STEPS) * 1000,
+                "runs_per_second": runs / seconds,
+                "synchronous": sync,
+                "journal_mode": journal,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

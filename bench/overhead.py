@@ -37,7 +37,6 @@ on_error: dead_letter
 STEPS = 5
 
 
-
 def bench_fsync(commits: int, folder: Path) -> float:
     """ms per bare sqlite3 commit (WAL, synchronous=FULL) on the same disk: the floor
     under any durable checkpoint."""
@@ -56,10 +55,11 @@ def bench_fsync(commits: int, folder: Path) -> float:
     return (time.perf_counter() - started) / commits * 1000
 
 
-def bench_runner(runs: int, folder: Path, durable: bool = True,
-                 url: str | None = None) -> dict[str, float]:
-    from runner.runtime.engine import Engine
+def bench_runner(
+    runs: int, folder: Path, durable: bool = True, url: str | None = None
+) -> dict[str, float]:
     from runner.lang.load import load_flow
+    from runner.runtime.engine import Engine
     from runner.store.sql import SqlStore
 
     (folder / "bench_tools.py").write_text("def add(n):\n    return n + 1\n")
@@ -81,17 +81,24 @@ def bench_runner(runs: int, folder: Path, durable: bool = True,
     tracemalloc.stop()
     last = store.checkpoints(result.run_id)
     assert [c.output for c in last] == [runs - 1 + k for k in range(1, STEPS + 1)]
-    return {"ms_per_step": seconds / (runs * STEPS) * 1000, "runs_per_second": runs / seconds,
-            "traced_peak_mib": peak / 2**20,
-            "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "ms_per_step": seconds / (runs * STEPS) * 1000,
+        "runs_per_second": runs / seconds,
+        "traced_peak_mib": peak / 2**20,
+        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def bench_langgraph(runs: int) -> dict[str, float] | None:
     python = HERE / ".venv-langgraph" / "bin" / "python"
     if not python.exists():
         return None
-    done = subprocess.run([str(python), str(HERE / "langgraph_overhead.py"), str(runs)],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [str(python), str(HERE / "langgraph_overhead.py"), str(runs)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result: dict[str, float] = json.loads(done.stdout)
     return result
 
@@ -100,8 +107,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=400)
     parser.add_argument("--langgraph", action="store_true")
-    parser.add_argument("--fast", action="store_true",
-                        help="synchronous=NORMAL: survives a process crash, not power loss")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="synchronous=NORMAL: survives a process crash, not power loss",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         sys.path.insert(0, folder)
@@ -109,13 +119,18 @@ def main() -> None:
         memory = bench_runner(args.runs, Path(folder), url="sqlite://")
         floor = bench_fsync(args.runs, Path(folder))
     sync = "synchronous=NORMAL" if args.fast else "synchronous=FULL"
-    print(f"runner    {args.runs} runs x {STEPS} steps, SQLite file ({sync}), "
-          "a checkpoint committed per step")
-    print(f"  {ours['ms_per_step']:.3f} ms per step, {ours['runs_per_second']:.1f} runs/s, "
-          f"peak traced memory {ours['traced_peak_mib']:.2f} MiB, "
-          f"max RSS {ours['max_rss_mib']:.0f} MiB")
-    print(f"  same runs on an in-memory database (no disk): {memory['ms_per_step']:.3f} ms "
-          "per step")
+    print(
+        f"runner    {args.runs} runs x {STEPS} steps, SQLite file ({sync}), "
+        "a checkpoint committed per step"
+    )
+    print(
+        f"  {ours['ms_per_step']:.3f} ms per step, {ours['runs_per_second']:.1f} runs/s, "
+        f"peak traced memory {ours['traced_peak_mib']:.2f} MiB, "
+        f"max RSS {ours['max_rss_mib']:.0f} MiB"
+    )
+    print(
+        f"  same runs on an in-memory database (no disk): {memory['ms_per_step']:.3f} ms per step"
+    )
     print(f"  a bare sqlite3 commit with synchronous=FULL on this disk: {floor:.3f} ms")
     if args.langgraph:
         theirs = bench_langgraph(args.runs)
@@ -123,10 +138,11 @@ def main() -> None:
             print("langgraph not installed: run bench/langgraph_setup.sh first")
             return
         print(f"langgraph {args.runs} runs x {STEPS} nodes, SqliteSaver checkpoint per step")
-        print(f"  {theirs['ms_per_step']:.3f} ms per step, "
-              f"{theirs['runs_per_second']:.1f} runs/s")
-        print(f"ratio: runner takes {ours['ms_per_step'] / theirs['ms_per_step']:.2f}x "
-              "the time per step of langgraph")
+        print(f"  {theirs['ms_per_step']:.3f} ms per step, {theirs['runs_per_second']:.1f} runs/s")
+        print(
+            f"ratio: runner takes {ours['ms_per_step'] / theirs['ms_per_step']:.2f}x "
+            "the time per step of langgraph"
+        )
 
 
 if __name__ == "__main__":

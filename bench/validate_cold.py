@@ -25,8 +25,7 @@ def timed(command: list[str]) -> float:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
-        sys.exit(f"{' '.join(command)} exited {result.returncode}:\n"
-                 f"{result.stdout}{result.stderr}")
+        sys.exit(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}{result.stderr}")
     return elapsed
 
 
@@ -59,16 +58,20 @@ def main() -> None:
         for name, command in commands.items():
             samples[name].append(timed(command))
 
-    print(f"cold wall time, {args.runs} runs each after {args.warmups} warm-ups "
-          f"({sys.executable}, Python {sys.version.split()[0]})")
+    print(
+        f"cold wall time, {args.runs} runs each after {args.warmups} warm-ups "
+        f"({sys.executable}, Python {sys.version.split()[0]})"
+    )
     print(f"{'':<38}{'median':>10}{'p90':>10}{'min':>10}")
     stats = {name: summary(found) for name, found in samples.items()}
     for name, found in stats.items():
         label = f"{name} {args.flow}" if name == "runner validate" else name
         print(f"{label:<38}" + "".join(f"{found[k] * 1000:>8.1f}ms" for k in found))
     runner, python = stats["runner validate"], stats["python -c pass"]
-    print(f"{'difference (runner)':<38}"
-          + "".join(f"{(runner[k] - python[k]) * 1000:>8.1f}ms" for k in runner))
+    print(
+        f"{'difference (runner)':<38}"
+        + "".join(f"{(runner[k] - python[k]) * 1000:>8.1f}ms" for k in runner)
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ class FakeLLM:
     fails the test loudly. Every request is kept in `requests`.
     """
 
-    def __init__(self, script: Mapping[str, Sequence[Any]] | None = None, *,
-                 default: Any = None) -> None:
+    def __init__(
+        self, script: Mapping[str, Sequence[Any]] | None = None, *, default: Any = None
+    ) -> None:
         self.script = {step: list(answers) for step, answers in (script or {}).items()}
         self.default = default
         self.requests: list[LLMRequest] = []
@@ -54,9 +55,14 @@ class FakeLLM:
         if isinstance(answer, LLMResponse):
             return answer
         text = answer if isinstance(answer, str) else json.dumps(answer)
-        return LLMResponse(text=text, prompt_tokens=len(str(request.messages)) // 4,
-                           completion_tokens=max(1, len(text) // 4), cost_usd=0.0,
-                           model=request.model, logprobs=_even_logprobs(text))
+        return LLMResponse(
+            text=text,
+            prompt_tokens=len(str(request.messages)) // 4,
+            completion_tokens=max(1, len(text) // 4),
+            cost_usd=0.0,
+            model=request.model,
+            logprobs=_even_logprobs(text),
+        )
 
 
 def _even_logprobs(text: str) -> tuple[tuple[str, float, tuple[tuple[str, float], ...]], ...]:

@@ -16,18 +16,24 @@ from scripted_server import ScriptedServer
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test on PostgreSQL (a fixture named *postgres*, or a parameter whose id says
     postgres) carries the `postgres` mark, so that `-m "not postgres"` deselects it."""
-    unmarked = [item.nodeid for item in items
-                if _uses_postgres(item) and not item.get_closest_marker("postgres")]
+    unmarked = [
+        item.nodeid
+        for item in items
+        if _uses_postgres(item) and not item.get_closest_marker("postgres")
+    ]
     if unmarked:
-        raise pytest.UsageError("these tests use PostgreSQL but are not marked "
-                                "@pytest.mark.postgres:\n  " + "\n  ".join(unmarked))
+        raise pytest.UsageError(
+            "these tests use PostgreSQL but are not marked "
+            "@pytest.mark.postgres:\n  " + "\n  ".join(unmarked)
+        )
 
 
 def _uses_postgres(item: pytest.Item) -> bool:
     fixtures = getattr(item, "fixturenames", ())
     callspec = getattr(item, "callspec", None)
     return any("postgres" in name for name in fixtures) or (
-        callspec is not None and "postgres" in callspec.id)
+        callspec is not None and "postgres" in callspec.id
+    )
 
 
 @pytest.fixture
@@ -54,8 +60,9 @@ def refused_url() -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def _killing_needs_the_slow_mark(request: pytest.FixtureRequest,
-                                 monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _killing_needs_the_slow_mark(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
     """A test that signals a process (a crash test, a kill and resume) must be marked
     `slow`, so that `-m "not slow"` stays the fast loop. The signal is still sent (no
     process is left behind); the test errors at teardown. Signal 0 only asks whether a
@@ -80,5 +87,8 @@ def _killing_needs_the_slow_mark(request: pytest.FixtureRequest,
     monkeypatch.setattr(os, "killpg", guarded_killpg)
     yield
     if sent:
-        pytest.fail(f"{request.node.nodeid} sent {', '.join(sent)}: a test that kills "
-                    "processes is marked @pytest.mark.slow", pytrace=False)
+        pytest.fail(
+            f"{request.node.nodeid} sent {', '.join(sent)}: a test that kills "
+            "processes is marked @pytest.mark.slow",
+            pytrace=False,
+        )

@@ -72,8 +72,9 @@ class ScriptedServer:
         self.requests: list[Received] = []
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         host, port = self._httpd.server_address[:2]
         self.url = f"http://{host}:{port}"
 
@@ -86,16 +87,20 @@ class ScriptedServer:
         with self._lock:
             return [r for r in self.requests if r.path == path]
 
-    def wait_for_requests(self, count: int, *, path: str | None = None,
-                          timeout: float = 5.0) -> list[Received]:
+    def wait_for_requests(
+        self, count: int, *, path: str | None = None, timeout: float = 5.0
+    ) -> list[Received]:
         """Wait (on a condition, with a deadline) until at least `count` requests came."""
+
         def seen() -> list[Received]:
             return [r for r in self.requests if path is None or r.path == path]
 
         with self._lock:
             if not self._lock.wait_for(lambda: len(seen()) >= count, timeout=timeout):
-                raise AssertionError(f"expected {count} requests to {path or 'the server'} "
-                                     f"within {timeout}s; saw {len(seen())}")
+                raise AssertionError(
+                    f"expected {count} requests to {path or 'the server'} "
+                    f"within {timeout}s; saw {len(seen())}"
+                )
             return seen()
 
     def _next_reply(self, path: str) -> Reply:

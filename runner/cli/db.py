@@ -26,16 +26,20 @@ def add_db_commands(commands: Any) -> None:
     upgrade = actions.add_parser("upgrade", help="apply the schema migrations it lacks")
     _db_option(upgrade)
     upgrade.set_defaults(command=cmd_db_upgrade)
-    current = actions.add_parser("current", help="its schema revision, and whether it is "
-                                 "the newest this runner knows")
+    current = actions.add_parser(
+        "current", help="its schema revision, and whether it is the newest this runner knows"
+    )
     _db_option(current)
     current.add_argument("--format", choices=("text", "json"), default="text")
     current.set_defaults(command=cmd_db_current)
 
 
 def _db_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", metavar="URL",
-                        help="database URL (default RUNNER_DB, else sqlite .runner/runner.db)")
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="database URL (default RUNNER_DB, else sqlite .runner/runner.db)",
+    )
 
 
 def cmd_db_upgrade(args: argparse.Namespace, out: TextIO) -> int:
@@ -65,9 +69,18 @@ def cmd_db_current(args: argparse.Namespace, out: TextIO) -> int:
     with _engine(url) as engine, opening(url), engine.connect() as conn:
         revision = read_revision(conn, url)
     if args.format == "json":
-        json.dump({"url": safe_url(url), "revision": revision.current, "head": HEAD,
-                   "at_head": revision.at_head, "known": revision.known,
-                   "stamped": revision.stamped}, out, indent=2)
+        json.dump(
+            {
+                "url": safe_url(url),
+                "revision": revision.current,
+                "head": HEAD,
+                "at_head": revision.at_head,
+                "known": revision.known,
+                "stamped": revision.stamped,
+            },
+            out,
+            indent=2,
+        )
         out.write("\n")
     else:
         print(f"{safe_url(url)}: {_describe(revision, url)}", file=out)

@@ -53,14 +53,18 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 def _internal_error() -> int:
     kind = sys.exc_info()[0]
     name = kind.__name__ if kind else "error"
-    print(f"runner: internal error ({name}); this is a bug in runner. "
-          f"The traceback is in {crash_report()}", file=sys.stderr)
+    print(
+        f"runner: internal error ({name}); this is a bug in runner. "
+        f"The traceback is in {crash_report()}",
+        file=sys.stderr,
+    )
     return ExitCode.INTERNAL
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="runner", description="Run AI agent workflows declared in YAML, durably.")
+        prog="runner", description="Run AI agent workflows declared in YAML, durably."
+    )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     from runner.cli.db import add_db_commands

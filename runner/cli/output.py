@@ -15,8 +15,11 @@ from runner.core.vocabulary import ExitCode, RunStatus, exit_code
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
     """`--db` and `--format`, which every command that reads the run store takes."""
-    parser.add_argument("--db", metavar="URL",
-                        help="database URL (default RUNNER_DB, else sqlite .runner/runner.db)")
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="database URL (default RUNNER_DB, else sqlite .runner/runner.db)",
+    )
     parser.add_argument("--format", choices=("text", "json"), default="text")
 
 
@@ -43,8 +46,17 @@ def _expire_due(store: Any) -> None:
 def outcome(result: Any, seconds: float, form: str, out: TextIO) -> ExitCode:
     """Print where a run stopped; the exit code its status gives."""
     if form == "json":
-        json.dump({"run": result.run_id, "status": result.status, "position": result.position,
-                   "reason": result.reason, "error": result.error}, out, indent=2)
+        json.dump(
+            {
+                "run": result.run_id,
+                "status": result.status,
+                "position": result.position,
+                "reason": result.reason,
+                "error": result.error,
+            },
+            out,
+            indent=2,
+        )
         out.write("\n")
         return exit_code(result.status)
     print(f"run {result.run_id} {result.status} ({seconds:.2f} s)", file=out)
@@ -65,16 +77,23 @@ def timeline(events: list[Any], out: TextIO) -> None:
 
 
 def events_json(events: list[Any]) -> list[dict[str, Any]]:
-    return [{"at": e.at.isoformat(), "kind": e.kind, "step": e.step_id, "data": e.data}
-            for e in events]
+    return [
+        {"at": e.at.isoformat(), "kind": e.kind, "step": e.step_id, "data": e.data} for e in events
+    ]
 
 
 def run_json(record: Any) -> dict[str, Any]:
-    return {"run": record.id, "flow": record.flow_name, "status": record.status,
-            "position": record.position, "failed_step": record.failed_step,
-            "reason": record.reason, "steps_run": record.steps_run,
-            "created_at": record.created_at.isoformat(),
-            "updated_at": record.updated_at.isoformat()}
+    return {
+        "run": record.id,
+        "flow": record.flow_name,
+        "status": record.status,
+        "position": record.position,
+        "failed_step": record.failed_step,
+        "reason": record.reason,
+        "steps_run": record.steps_run,
+        "created_at": record.created_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+    }
 
 
 def when(moment: datetime) -> str:
@@ -91,5 +110,6 @@ def table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
     """Rows as aligned columns."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(),
-              file=out)
+        print(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(), file=out
+        )

@@ -26,46 +26,84 @@ def add_review_commands(commands: Any) -> None:
     """Add `review` and `dlq` to the `runner` parser."""
     review = commands.add_parser("review", help="the human review queue (escalated runs)")
     actions = review.add_subparsers(title="actions", metavar="ACTION", required=True)
-    _action(actions, "list", "escalated runs waiting for a person", cmd_review_list,
-            run=False).add_argument("--flow", metavar="NAME")
-    _action(actions, "show", "why a run stopped, what it proposes, its audit",
-            cmd_review_show)
-    approve = _action(actions, "approve", "accept (or edit) and continue the run",
-                      cmd_review_approve, who=True, note=True)
+    _action(
+        actions, "list", "escalated runs waiting for a person", cmd_review_list, run=False
+    ).add_argument("--flow", metavar="NAME")
+    _action(actions, "show", "why a run stopped, what it proposes, its audit", cmd_review_show)
+    approve = _action(
+        actions,
+        "approve",
+        "accept (or edit) and continue the run",
+        cmd_review_approve,
+        who=True,
+        note=True,
+    )
     edit = approve.add_mutually_exclusive_group()
     edit.add_argument("--edit", metavar="FILE", help="JSON file with the corrected output")
-    edit.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE",
-                      help="change one field of the output (repeatable)")
-    approve.add_argument("--hash", metavar="HASH",
-                         help="refuse if the proposal no longer has this hash (from show)")
-    approve.add_argument("--override", metavar="REASON",
-                         help="approve an edit that breaks a policy anyway, saying why")
-    _action(actions, "reject", "close the run; nothing more of it runs", cmd_review_reject,
-            who=True).add_argument("--reason", required=True, metavar="TEXT")
-    _action(actions, "retry", "run again from a step", cmd_review_retry, who=True,
-            note=True).add_argument("--from", dest="from_step", metavar="STEP", required=True)
+    edit.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="change one field of the output (repeatable)",
+    )
+    approve.add_argument(
+        "--hash", metavar="HASH", help="refuse if the proposal no longer has this hash (from show)"
+    )
+    approve.add_argument(
+        "--override",
+        metavar="REASON",
+        help="approve an edit that breaks a policy anyway, saying why",
+    )
+    _action(
+        actions, "reject", "close the run; nothing more of it runs", cmd_review_reject, who=True
+    ).add_argument("--reason", required=True, metavar="TEXT")
+    _action(
+        actions, "retry", "run again from a step", cmd_review_retry, who=True, note=True
+    ).add_argument("--from", dest="from_step", metavar="STEP", required=True)
     _action(actions, "expire", "apply the flows' review expiry", cmd_review_expire, run=False)
 
     dlq = commands.add_parser("dlq", help="the dead-letter queue (failed runs)")
     actions = dlq.add_subparsers(title="actions", metavar="ACTION", required=True)
-    _action(actions, "list", "failed runs", cmd_dlq_list, run=False) \
-        .add_argument("--flow", metavar="NAME")
+    _action(actions, "list", "failed runs", cmd_dlq_list, run=False).add_argument(
+        "--flow", metavar="NAME"
+    )
     _action(actions, "show", "a failed run: input, error, attempts", cmd_review_show)
-    _action(actions, "retry", "resume at the failed step (or --from STEP)", cmd_dlq_retry,
-            who=True).add_argument("--from", dest="from_step", metavar="STEP")
-    _action(actions, "drop", "archive a failed run, keeping its audit trail", cmd_dlq_drop,
-            who=True, note=True)
+    _action(
+        actions, "retry", "resume at the failed step (or --from STEP)", cmd_dlq_retry, who=True
+    ).add_argument("--from", dest="from_step", metavar="STEP")
+    _action(
+        actions,
+        "drop",
+        "archive a failed run, keeping its audit trail",
+        cmd_dlq_drop,
+        who=True,
+        note=True,
+    )
 
 
-def _action(actions: Any, name: str, help_text: str, command: Any, *, run: bool = True,
-            who: bool = False, note: bool = False) -> argparse.ArgumentParser:
+def _action(
+    actions: Any,
+    name: str,
+    help_text: str,
+    command: Any,
+    *,
+    run: bool = True,
+    who: bool = False,
+    note: bool = False,
+) -> argparse.ArgumentParser:
     """One action: its run argument, who decides, a note, and --db/--format."""
     parser: argparse.ArgumentParser = actions.add_parser(name, help=help_text)
     if run:
         parser.add_argument("run_id", metavar="RUN")
     if who:
-        parser.add_argument("--as", dest="who", metavar="NAME",
-                            help="who decides (default: git user.name, else the OS user)")
+        parser.add_argument(
+            "--as",
+            dest="who",
+            metavar="NAME",
+            help="who decides (default: git user.name, else the OS user)",
+        )
     if note:
         parser.add_argument("--note", metavar="TEXT")
     add_store_options(parser)
@@ -89,12 +127,22 @@ def _age(moment: datetime) -> str:
 
 
 def _proposal_json(p: Any) -> dict[str, Any]:
-    return {"run": p.run.id, "flow": p.run.flow_name, "status": p.run.status,
-            "step": p.step_id, "reason": p.run.reason, "score": p.score, "method": p.method,
-            "proposed_step": p.target, "proposed_output": p.content,
-            "content_hash": p.content_hash, "effect_in_doubt": p.effect_key,
-            "error": p.run.error, "input": p.run.input,
-            "updated_at": p.run.updated_at.isoformat()}
+    return {
+        "run": p.run.id,
+        "flow": p.run.flow_name,
+        "status": p.run.status,
+        "step": p.step_id,
+        "reason": p.run.reason,
+        "score": p.score,
+        "method": p.method,
+        "proposed_step": p.target,
+        "proposed_output": p.content,
+        "content_hash": p.content_hash,
+        "effect_in_doubt": p.effect_key,
+        "error": p.run.error,
+        "input": p.run.input,
+        "updated_at": p.run.updated_at.isoformat(),
+    }
 
 
 def _queue(args: argparse.Namespace, out: TextIO, status: str) -> int:
@@ -106,15 +154,20 @@ def _queue(args: argparse.Namespace, out: TextIO, status: str) -> int:
     if not items:
         print("nothing waiting" if status == RunStatus.ESCALATED else "no failed runs", file=out)
         return ExitCode.OK
-    header = ("RUN", "FLOW", "STEP", "REASON", "SCORE", "AGE") if status == RunStatus.ESCALATED \
+    header = (
+        ("RUN", "FLOW", "STEP", "REASON", "SCORE", "AGE")
+        if status == RunStatus.ESCALATED
         else ("RUN", "FLOW", "STEP", "ERROR", "AGE")
+    )
     rows = [header]
     for p in items:
         score = "-" if p.score is None else f"{p.score:.2f}"
         why = short(p.run.reason or "", 60)
-        rows.append((p.run.id, p.run.flow_name, p.step_id, why, score, _age(p.run.updated_at))
-                    if status == RunStatus.ESCALATED else
-                    (p.run.id, p.run.flow_name, p.step_id, why, _age(p.run.updated_at)))
+        rows.append(
+            (p.run.id, p.run.flow_name, p.step_id, why, score, _age(p.run.updated_at))
+            if status == RunStatus.ESCALATED
+            else (p.run.id, p.run.flow_name, p.step_id, why, _age(p.run.updated_at))
+        )
     table(rows, out)
     return ExitCode.OK
 
@@ -138,8 +191,10 @@ def cmd_review_show(args: argparse.Namespace, out: TextIO) -> int:
         json.dump(data, out, indent=2, default=str)
         out.write("\n")
         return ExitCode.OK
-    print(f"run      {p.run.id} ({p.run.flow_name}), {p.run.status} {_age(p.run.updated_at)}"
-          " ago", file=out)
+    print(
+        f"run      {p.run.id} ({p.run.flow_name}), {p.run.status} {_age(p.run.updated_at)} ago",
+        file=out,
+    )
     if p.run.failed_step:
         print(f"stopped  at {p.step_id}: {p.run.reason or '-'}", file=out)
     else:
@@ -147,15 +202,21 @@ def cmd_review_show(args: argparse.Namespace, out: TextIO) -> int:
     if p.score is not None:
         print(f"score    {p.score:.3f} ({p.method})", file=out)
     if p.effect_key:
-        print(f"in doubt effect {p.effect_key} may have happened: approve if it did, "
-              f"retry --from {p.step_id} if it did not", file=out)
+        print(
+            f"in doubt effect {p.effect_key} may have happened: approve if it did, "
+            f"retry --from {p.step_id} if it did not",
+            file=out,
+        )
     print(f"input    {short(json.dumps(p.run.input, ensure_ascii=False), 300)}", file=out)
     if p.run.status == RunStatus.ESCALATED:
         shown = json.dumps(p.content, indent=2, ensure_ascii=False)
         print(f"proposed output of {p.target} (hash {p.content_hash[:12]}):", file=out)
         print("  " + "\n  ".join(shown.splitlines()[:40]), file=out)
-        print(f"decide   runner review approve {p.run.id} --hash {p.content_hash[:12]}"
-              f" | runner review reject {p.run.id} --reason TEXT", file=out)
+        print(
+            f"decide   runner review approve {p.run.id} --hash {p.content_hash[:12]}"
+            f" | runner review reject {p.run.id} --reason TEXT",
+            file=out,
+        )
     elif p.run.status == RunStatus.FAILED:
         if p.run.error:
             print(f"error    {short(p.run.error.get('message', ''), 300)}", file=out)
@@ -176,9 +237,16 @@ def cmd_review_approve(args: argparse.Namespace, out: TextIO) -> int:
             raise UsageError(f"--edit {args.edit}: {exc}") from exc
         edited = True
     who = reviewer(args.who)
-    result = _desk(args).approve(args.run_id, who, content=content, edited=edited,
-                                 sets=tuple(args.sets), note=args.note, expect_hash=args.hash,
-                                 override=args.override)
+    result = _desk(args).approve(
+        args.run_id,
+        who,
+        content=content,
+        edited=edited,
+        sets=tuple(args.sets),
+        note=args.note,
+        expect_hash=args.hash,
+        override=args.override,
+    )
     print(f"approved by {who}", file=sys.stderr)
     return outcome(result, 0.0, args.format, out)
 
@@ -217,8 +285,9 @@ def cmd_review_expire(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_dlq_retry(args: argparse.Namespace, out: TextIO) -> int:
     from runner.review.desk import reviewer
 
-    result = _desk(args).retry(args.run_id, reviewer(args.who), args.from_step,
-                               statuses=("failed",))
+    result = _desk(args).retry(
+        args.run_id, reviewer(args.who), args.from_step, statuses=("failed",)
+    )
     return outcome(result, 0.0, args.format, out)
 
 

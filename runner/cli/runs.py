@@ -30,27 +30,42 @@ def add_run_commands(commands: Any) -> None:
     run = commands.add_parser("run", help="run a flow on one input")
     run.add_argument("flow", metavar="FLOW")
     source = run.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", metavar="FILE",
-                        help="JSON file with the run input, or - for standard input")
-    source.add_argument("--inputs", metavar="FILE",
-                        help="JSON-lines file: one run per line")
-    run.add_argument("--concurrency", type=int, default=4, metavar="N",
-                     help="with --inputs: runs at a time (default 4)")
-    run.add_argument("--max-input-bytes", type=int, metavar="N",
-                     help="refuse larger input (default 1 MiB, or RUNNER_MAX_INPUT_BYTES)")
+    source.add_argument(
+        "--input", metavar="FILE", help="JSON file with the run input, or - for standard input"
+    )
+    source.add_argument("--inputs", metavar="FILE", help="JSON-lines file: one run per line")
+    run.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="with --inputs: runs at a time (default 4)",
+    )
+    run.add_argument(
+        "--max-input-bytes",
+        type=int,
+        metavar="N",
+        help="refuse larger input (default 1 MiB, or RUNNER_MAX_INPUT_BYTES)",
+    )
     add_store_options(run)
     run.set_defaults(command=cmd_run)
 
     resume = commands.add_parser("resume", help="continue an interrupted or failed run")
     resume.add_argument("run_id", metavar="RUN")
-    resume.add_argument("--from", dest="from_step", metavar="STEP",
-                        help="start again at this step instead of where the run stopped")
+    resume.add_argument(
+        "--from",
+        dest="from_step",
+        metavar="STEP",
+        help="start again at this step instead of where the run stopped",
+    )
     add_store_options(resume)
     resume.set_defaults(command=cmd_resume)
 
     runs = commands.add_parser("runs", help="list runs, newest first")
-    runs.add_argument("--status", choices=("queued", "running", "completed", "escalated",
-                                           "failed", "rejected", "archived"))
+    runs.add_argument(
+        "--status",
+        choices=("queued", "running", "completed", "escalated", "failed", "rejected", "archived"),
+    )
     runs.add_argument("--flow", metavar="NAME")
     runs.add_argument("--limit", type=int, default=50)
     add_store_options(runs)
@@ -78,8 +93,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from runner.runtime.engine import DEFAULT_MAX_INPUT_BYTES, Engine
 
     compiled = load_flow(args.flow)  # a FlowError is reported by main()
-    limit = args.max_input_bytes or int(os.environ.get("RUNNER_MAX_INPUT_BYTES",
-                                                       DEFAULT_MAX_INPUT_BYTES))
+    limit = args.max_input_bytes or int(
+        os.environ.get("RUNNER_MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES)
+    )
     started = time.perf_counter()
     engine = Engine(open_store(args), max_input_bytes=limit)
     if args.inputs:
@@ -93,15 +109,17 @@ def _batch(engine: Any, compiled: Any, args: argparse.Namespace, out: TextIO) ->
 
     inputs = list(read_lines(args.inputs))
     started = time.perf_counter()
-    progress = _Progress(len(inputs)) if sys.stderr.isatty() and args.format == "text" \
-        else None
+    progress = _Progress(len(inputs)) if sys.stderr.isatty() and args.format == "text" else None
 
     def done(item: Any) -> None:
         if args.format == "text":
             where = f" at {item.at}" if item.at else ""
             why = f": {short(item.reason, 100)}" if item.reason else ""
-            print(f"line {item.line}: {item.run_id or '-'} {item.status}{where}{why}",
-                  file=out, flush=True)
+            print(
+                f"line {item.line}: {item.run_id or '-'} {item.status}{where}{why}",
+                file=out,
+                flush=True,
+            )
         if progress:
             progress.advance()
 
@@ -116,8 +134,7 @@ def _batch(engine: Any, compiled: Any, args: argparse.Namespace, out: TextIO) ->
         out.write("\n")
     else:
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        print(f"{len(items)} runs: {summary} ({time.perf_counter() - started:.1f} s)",
-              file=out)
+        print(f"{len(items)} runs: {summary} ({time.perf_counter() - started:.1f} s)", file=out)
     if any(s in counts for s in ("failed", "refused", "error", "rejected")):
         return ExitCode.FAILED
     return ExitCode.ESCALATED if "escalated" in counts else ExitCode.OK
@@ -158,8 +175,18 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
         print("no runs", file=out)
         return ExitCode.OK
     rows = [("RUN", "FLOW", "STATUS", "AT", "STEPS", "UPDATED", "REASON")]
-    rows += [(r.id, r.flow_name, r.status, r.failed_step or r.position, str(r.steps_run),
-              when(r.updated_at), short(r.reason or "", 60)) for r in records]
+    rows += [
+        (
+            r.id,
+            r.flow_name,
+            r.status,
+            r.failed_step or r.position,
+            str(r.steps_run),
+            when(r.updated_at),
+            short(r.reason or "", 60),
+        )
+        for r in records
+    ]
     table(rows, out)
     return ExitCode.OK
 
@@ -172,17 +199,28 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
         data = run_json(record)
         data["input"] = record.input
         data["error"] = record.error
-        data["checkpoints"] = [{"seq": c.seq, "step": c.step_id, "outcome": c.outcome,
-                                "route": c.route, "attempts": c.attempts, "output": c.output}
-                               for c in store.checkpoints(record.id)]
+        data["checkpoints"] = [
+            {
+                "seq": c.seq,
+                "step": c.step_id,
+                "outcome": c.outcome,
+                "route": c.route,
+                "attempts": c.attempts,
+                "output": c.output,
+            }
+            for c in store.checkpoints(record.id)
+        ]
         data["events"] = events_json(events)
         json.dump(data, out, indent=2, default=str)
         out.write("\n")
         return ExitCode.OK
     version = store.flow_version(record.flow_digest)
     print(f"run      {record.id}", file=out)
-    print(f"flow     {record.flow_name} ({version.path}, version {version.digest[:12]}"
-          f"{', commit ' + version.git_commit[:12] if version.git_commit else ''})", file=out)
+    print(
+        f"flow     {record.flow_name} ({version.path}, version {version.digest[:12]}"
+        f"{', commit ' + version.git_commit[:12] if version.git_commit else ''})",
+        file=out,
+    )
     print(f"status   {record.status} at {record.failed_step or record.position}", file=out)
     if record.reason:
         print(f"reason   {record.reason}", file=out)

@@ -16,23 +16,42 @@ from runner.core.vocabulary import ExitCode
 
 def add_test_command(commands: Any) -> None:
     test = commands.add_parser("test", help="run flow tests offline (*.test.yaml)")
-    test.add_argument("paths", nargs="*", default=["."], metavar="PATH",
-                      help="test files, flows (their .test.yaml) or directories")
+    test.add_argument(
+        "paths",
+        nargs="*",
+        default=["."],
+        metavar="PATH",
+        help="test files, flows (their .test.yaml) or directories",
+    )
     test.add_argument("--junit", metavar="FILE", help="also write JUnit XML here")
-    test.add_argument("--min-coverage", type=float, default=0.0, metavar="P",
-                      help="fail when less than P percent of the routes were exercised")
+    test.add_argument(
+        "--min-coverage",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="fail when less than P percent of the routes were exercised",
+    )
     test.set_defaults(command=cmd_test)
 
     record = commands.add_parser(
-        "record", help="run a flow once for real and write it as a test case")
+        "record", help="run a flow once for real and write it as a test case"
+    )
     record.add_argument("flow", metavar="FLOW")
-    record.add_argument("--input", metavar="FILE", required=True,
-                        help="JSON file with the run input, or - for standard input")
+    record.add_argument(
+        "--input",
+        metavar="FILE",
+        required=True,
+        help="JSON file with the run input, or - for standard input",
+    )
     record.add_argument("--name", default="recorded run", help="the new case's name")
-    record.add_argument("--append", action="store_true",
-                        help="add the case to the flow's .test.yaml instead of printing it")
-    record.add_argument("--db", metavar="URL", help="where the recorded run is kept "
-                        "(default: in memory)")
+    record.add_argument(
+        "--append",
+        action="store_true",
+        help="add the case to the flow's .test.yaml instead of printing it",
+    )
+    record.add_argument(
+        "--db", metavar="URL", help="where the recorded run is kept (default: in memory)"
+    )
     record.set_defaults(command=cmd_record)
 
 
@@ -42,8 +61,11 @@ def find_test_files(paths: list[str]) -> list[Path]:
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*.test.y*ml")
-                            if not any(part.startswith(".") for part in p.parts))
+            found += sorted(
+                p
+                for p in path.rglob("*.test.y*ml")
+                if not any(part.startswith(".") for part in p.parts)
+            )
         elif ".test." in path.name:
             found.append(path)
         elif path.exists():
@@ -93,8 +115,10 @@ def cmd_test(args: argparse.Namespace, out: TextIO) -> int:
     if args.junit:
         write_junit(args.junit, tally.results)
     if tally.percent + 1e-9 < args.min_coverage:
-        print(f"route coverage {tally.percent:.1f}% is below --min-coverage "
-              f"{args.min_coverage:g}%", file=sys.stderr)
+        print(
+            f"route coverage {tally.percent:.1f}% is below --min-coverage {args.min_coverage:g}%",
+            file=sys.stderr,
+        )
         return ExitCode.FAILED
     return ExitCode.FAILED if failed or tally.broken else ExitCode.OK
 
@@ -147,9 +171,13 @@ def cmd_record(args: argparse.Namespace, out: TextIO) -> int:
 
     compiled = load_flow(args.flow)  # a FlowError is reported by main()
     store = open_store(args.db or "sqlite://")
-    case = record_case(compiled, _read_input(args.input), args.name,
-                       LiteLLMClient(LocalModels()),
-                       lambda **kwargs: Engine(store, **kwargs))
+    case = record_case(
+        compiled,
+        _read_input(args.input),
+        args.name,
+        LiteLLMClient(LocalModels()),
+        lambda **kwargs: Engine(store, **kwargs),
+    )
     if args.append:
         flow = Path(args.flow)
         target = flow.with_name(flow.stem + ".test" + flow.suffix)
@@ -169,13 +197,20 @@ def write_junit(path: str, results: list[Any]) -> None:
     for result in results:
         by_file.setdefault(result.file, []).append(result)
     for file, cases in by_file.items():
-        suite = ElementTree.SubElement(suites, "testsuite", name=file, tests=str(len(cases)),
-                                       failures=str(sum(not c.passed for c in cases)))
+        suite = ElementTree.SubElement(
+            suites,
+            "testsuite",
+            name=file,
+            tests=str(len(cases)),
+            failures=str(sum(not c.passed for c in cases)),
+        )
         for case in cases:
-            element = ElementTree.SubElement(suite, "testcase", classname=file, name=case.case,
-                                             time=f"{case.seconds:.3f}")
+            element = ElementTree.SubElement(
+                suite, "testcase", classname=file, name=case.case, time=f"{case.seconds:.3f}"
+            )
             if not case.passed:
-                failure = ElementTree.SubElement(element, "failure",
-                                                 message=case.differences[0].splitlines()[0])
+                failure = ElementTree.SubElement(
+                    element, "failure", message=case.differences[0].splitlines()[0]
+                )
                 failure.text = "\n".join(case.differences)
     ElementTree.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)

@@ -58,17 +58,25 @@ def _summary(results: dict[str, list[Problem]], out: TextIO) -> None:
     problems = [p for found in results.values() for p in found]
     failing = sum(1 for found in results.values() if found)
     if problems:
-        print(f"{_plural(len(problems), 'problem')} in {failing} of "
-              f"{_plural(len(results), 'flow')}", file=out)
+        print(
+            f"{_plural(len(problems), 'problem')} in {failing} of {_plural(len(results), 'flow')}",
+            file=out,
+        )
     else:
         print(f"{_plural(len(results), 'flow')} valid", file=out)
 
 
 def _report_json(results: dict[str, list[Problem]], out: TextIO, seconds: float) -> None:
-    files = [{"file": name, "valid": not found,
-              "problems": [{"line": p.line, "col": p.col, "path": p.path, "message": p.message}
-                           for p in found]}
-             for name, found in results.items()]
+    files = [
+        {
+            "file": name,
+            "valid": not found,
+            "problems": [
+                {"line": p.line, "col": p.col, "path": p.path, "message": p.message} for p in found
+            ],
+        }
+        for name, found in results.items()
+    ]
     total = sum(len(found) for found in results.values())
     json.dump({"valid": total == 0, "problems": total, "files": files}, out, indent=2)
     out.write("\n")
@@ -81,8 +89,11 @@ def _report_github(results: dict[str, list[Problem]], out: TextIO, seconds: floa
 
     for found in results.values():
         for p in found:
-            print(f"::error file={escape(p.file, prop=True)},line={p.line},col={p.col},"
-                  f"title=runner validate::{escape(p.path)}: {escape(p.message)}", file=out)
+            print(
+                f"::error file={escape(p.file, prop=True)},line={p.line},col={p.col},"
+                f"title=runner validate::{escape(p.path)}: {escape(p.message)}",
+                file=out,
+            )
     _summary(results, out)
 
 

@@ -72,8 +72,9 @@ class ToolError(StepError):
     """A tool call failed: kind is timeout, connection, http_429, http_5xx, http_4xx,
     invalid_input, invalid_output, in_doubt or exception."""
 
-    def __init__(self, message: str, kind: str, retry_after: float | None = None, *,
-                 maybe_sent: bool = False) -> None:
+    def __init__(
+        self, message: str, kind: str, retry_after: float | None = None, *, maybe_sent: bool = False
+    ) -> None:
         self.retry_after = retry_after
         # True when the call may have reached the other side before it failed (a read
         # timeout, a dropped connection): for an effect, its outcome is unknown.
@@ -86,8 +87,7 @@ class LLMError(StepError):
     the tool error classes (timeout, connection, http_429, http_5xx, http_4xx,
     invalid_output), so one retry policy language covers both."""
 
-    def __init__(self, message: str, kind: str = "error",
-                 retry_after: float | None = None) -> None:
+    def __init__(self, message: str, kind: str = "error", retry_after: float | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(message, kind)
 
@@ -110,8 +110,7 @@ class RetriesExhaustedError(StepError):
         self.last = last
         count = len(attempts)
         summary = "; ".join(f"#{a.number} {a.kind}: {a.message}" for a in attempts)
-        super().__init__(f"failed after {count} attempt{'s' * (count != 1)}: {summary}",
-                         last.kind)
+        super().__init__(f"failed after {count} attempt{'s' * (count != 1)}: {summary}", last.kind)
 
 
 class BudgetExceededError(StepError):
@@ -127,7 +126,8 @@ def crash_report() -> str:
     import tempfile
     import traceback
 
-    with tempfile.NamedTemporaryFile("w", prefix="runner-crash-", suffix=".txt",
-                                     delete=False) as report:
+    with tempfile.NamedTemporaryFile(
+        "w", prefix="runner-crash-", suffix=".txt", delete=False
+    ) as report:
         traceback.print_exc(file=report)
     return report.name

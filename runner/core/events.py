@@ -129,7 +129,9 @@ class AttemptFailed(Event):
 
     def describe(self) -> str:
         wait = f", retry in {self.wait:.2f}s" if self.wait is not None else ""
-        return f"attempt {self.attempt} failed: {self.error_kind}: {_short(self.message, 120)}{wait}"
+        return (
+            f"attempt {self.attempt} failed: {self.error_kind}: {_short(self.message, 120)}{wait}"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -307,8 +309,10 @@ class DecisionMade(Event):
         note = f" ({self.note})" if self.note else ""
         text = f"{self.decision} by {self.by}{note} -> {self.position}"
         for change in self.diff or ():
-            text += (f"\n{'':30}{change['path']}: {json.dumps(change['before'])} -> "
-                     f"{json.dumps(change['after'])}")
+            text += (
+                f"\n{'':30}{change['path']}: {json.dumps(change['before'])} -> "
+                f"{json.dumps(change['after'])}"
+            )
         if self.override:
             text += f"\n{'':30}policy overridden: {self.override}"
         return text

@@ -44,8 +44,9 @@ class TemplateSyntaxError(Exception):
 @functools.cache
 def environment() -> SandboxedEnvironment:
     """The one jinja environment runner uses (configured once, never mutated after)."""
-    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
-                                keep_trailing_newline=True)
+    return SandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
+    )
 
 
 def is_template(text: str) -> bool:
@@ -70,8 +71,11 @@ def parse_expression(text: str) -> nodes.Template:
     try:
         _expression(text)
     except jinja2.TemplateSyntaxError as exc:
-        message = "one expression only, and nothing after it" \
-            if exc.message == "chunk after expression" else exc.message
+        message = (
+            "one expression only, and nothing after it"
+            if exc.message == "chunk after expression"
+            else exc.message
+        )
         raise TemplateSyntaxError(message or "syntax error", exc.lineno) from exc
     except RecursionError as exc:
         raise TemplateSyntaxError("nested too deeply", 1) from exc
@@ -91,8 +95,7 @@ def _walk(node: nodes.Node) -> Iterator[Reference]:
         while isinstance(current, nodes.Getattr | nodes.Getitem):
             if isinstance(current, nodes.Getattr):
                 chain.append(current.attr)
-            elif isinstance(current.arg, nodes.Const) and isinstance(current.arg.value,
-                                                                     str | int):
+            elif isinstance(current.arg, nodes.Const) and isinstance(current.arg.value, str | int):
                 chain.append(current.arg.value)
             else:
                 yield from _walk(current.arg)
@@ -135,8 +138,9 @@ def render(text: str, context: Mapping[str, Any]) -> Any:
     except jinja2.TemplateError as exc:
         raise StepError(f"template {text!r} failed: {exc}", "template") from exc
     except Exception as exc:  # the data made the expression fail: None > 100, 1 / 0, ...
-        raise StepError(f"template {text!r} failed: {type(exc).__name__}: {exc}",
-                        "template") from exc
+        raise StepError(
+            f"template {text!r} failed: {type(exc).__name__}: {exc}", "template"
+        ) from exc
 
 
 def render_tree(value: Any, context: Mapping[str, Any]) -> Any:
@@ -160,5 +164,6 @@ def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
     except jinja2.TemplateError as exc:
         raise StepError(f"expression {expression!r} failed: {exc}", "template") from exc
     except Exception as exc:  # the data made the expression fail: None > 100, 1 / 0, ...
-        raise StepError(f"expression {expression!r} failed: {type(exc).__name__}: {exc}",
-                        "template") from exc
+        raise StepError(
+            f"expression {expression!r} failed: {type(exc).__name__}: {exc}", "template"
+        ) from exc

@@ -84,19 +84,31 @@ def load_test_file(path: str | Path) -> TestFile:
     data = document.data
     flow_file = flow_path_for(Path(path), data.get("flow"))
     if not flow_file.is_file():
-        raise FlowError([document.problem(("flow",) if "flow" in data else (),
-                                          f"no flow file {flow_file}")])
+        raise FlowError(
+            [document.problem(("flow",) if "flow" in data else (), f"no flow file {flow_file}")]
+        )
     compiled = load_flow(flow_file)
-    cases = tuple(Case(c["name"], i, c["input"], c.get("llm", {}), c.get("tools", {}),
-                       c["expect"], c.get("fail", {})) for i, c in enumerate(data["cases"]))
+    cases = tuple(
+        Case(
+            c["name"],
+            i,
+            c["input"],
+            c.get("llm", {}),
+            c.get("tools", {}),
+            c["expect"],
+            c.get("fail", {}),
+        )
+        for i, c in enumerate(data["cases"])
+    )
     problems = _reference_problems(document, compiled, cases)
     if problems:
         raise FlowError(problems)
     return TestFile(str(path), compiled, dict(data.get("env", {})), cases)
 
 
-def _reference_problems(document: Document, compiled: CompiledFlow,
-                        cases: Sequence[Case]) -> list[Any]:
+def _reference_problems(
+    document: Document, compiled: CompiledFlow, cases: Sequence[Case]
+) -> list[Any]:
     """Step ids and tool names in the cases that the flow does not have."""
     steps = [s.id for s in compiled.flow.steps]
     tools = list(compiled.flow.tools)
@@ -106,7 +118,9 @@ def _reference_problems(document: Document, compiled: CompiledFlow,
         asking = [s.id for s in compiled.flow.steps if s.uses_models]
         named: list[tuple[tuple[str, ...], Mapping[str, Any], list[str], str]] = [
             (("llm",), case.llm, asking, "model step"),
-                 (("tools",), case.tools, tools, "tool"), (("fail",), case.fail, steps, "step")]
+            (("tools",), case.tools, tools, "tool"),
+            (("fail",), case.fail, steps, "step"),
+        ]
         for part in ("retries", "confidence"):
             named.append((("expect", part), case.expect.get(part, {}), steps, "step"))
         named.append((("expect", "effects"), case.expect.get("effects", {}), tools, "tool"))
@@ -115,9 +129,13 @@ def _reference_problems(document: Document, compiled: CompiledFlow,
                 if name not in known:
                     close = difflib.get_close_matches(name, known, n=1)
                     hint = f"; did you mean `{close[0]}`?" if close else ""
-                    problems.append(document.problem((*base, *where, name),
-                                                     f"the flow has no {noun} `{name}`{hint}",
-                                                     key=True))
+                    problems.append(
+                        document.problem(
+                            (*base, *where, name),
+                            f"the flow has no {noun} `{name}`{hint}",
+                            key=True,
+                        )
+                    )
     return problems
 
 
@@ -132,19 +150,25 @@ class ScriptedLLM:
         queue = self.script.get(request.step_id)
         if not queue:
             self.exhausted.append(request.step_id)
-            raise LLMError(f"the test has no more model answers for step {request.step_id}",
-                           "script")
+            raise LLMError(
+                f"the test has no more model answers for step {request.step_id}", "script"
+            )
         return scripted_response(queue.pop(0), request.model)
 
 
 def scripted_response(answer: Any, model: str) -> LLMResponse:
     """A scripted answer as the model would have given it."""
     if isinstance(answer, dict) and "error" in answer:
-        raise LLMError(answer.get("message", f"scripted {answer['error']}"), answer["error"],
-                       answer.get("retry_after"))
+        raise LLMError(
+            answer.get("message", f"scripted {answer['error']}"),
+            answer["error"],
+            answer.get("retry_after"),
+        )
     if isinstance(answer, dict) and "tool_calls" in answer:
-        calls = tuple(ToolCallRequest(f"call_{i}", c["name"], json.dumps(c.get("arguments", {})))
-                      for i, c in enumerate(answer["tool_calls"]))
+        calls = tuple(
+            ToolCallRequest(f"call_{i}", c["name"], json.dumps(c.get("arguments", {})))
+            for i, c in enumerate(answer["tool_calls"])
+        )
         return LLMResponse(text="", tool_calls=calls, model=model)
     if isinstance(answer, dict) and "text" in answer:
         return LLMResponse(text=str(answer["text"]), model=model)
@@ -152,8 +176,13 @@ def scripted_response(answer: Any, model: str) -> LLMResponse:
     if isinstance(answer, dict) and "answer" in answer:
         score, answer = answer.get("logprob_score"), answer["answer"]
     text = json.dumps(answer)
-    return LLMResponse(text=text, logprobs=_logprobs(text, score), model=model,
-                       prompt_tokens=10, completion_tokens=max(1, len(text) // 4))
+    return LLMResponse(
+        text=text,
+        logprobs=_logprobs(text, score),
+        model=model,
+        prompt_tokens=10,
+        completion_tokens=max(1, len(text) // 4),
+    )
 
 
 def _logprobs(text: str, score: float | None) -> tuple[Any, ...]:
@@ -185,8 +214,12 @@ class ScriptedTool:
             kind = result["error"]
             sent = result.get("maybe_sent", kind == "timeout")
             self.happened += 1 if sent else 0
-            raise ToolError(result.get("message", f"scripted {kind}"), kind,
-                            result.get("retry_after"), maybe_sent=sent)
+            raise ToolError(
+                result.get("message", f"scripted {kind}"),
+                kind,
+                result.get("retry_after"),
+                maybe_sent=sent,
+            )
         self.happened += 1
         return result["result"]
 
@@ -196,18 +229,34 @@ def run_case(test: TestFile, case: Case) -> CaseResult:
     from runner.runtime.engine import Engine
 
     started = time.perf_counter()
-    unscripted = [name for name, tool in test.compiled.flow.tools.items()
-                  if name not in case.tools and (tool.effect or TOOL_KINDS[tool.kind].calls_out)]
+    unscripted = [
+        name
+        for name, tool in test.compiled.flow.tools.items()
+        if name not in case.tools and (tool.effect or TOOL_KINDS[tool.kind].calls_out)
+    ]
     if unscripted:
-        return CaseResult(test.path, case.name, [
-            f"tool {name} changes the world or calls out ({test.compiled.flow.tools[name].kind}"
-            f"{', effect' if test.compiled.flow.tools[name].effect else ''}): script its "
-            f"results under `tools: {{{name}: [...]}}`" for name in unscripted])
+        return CaseResult(
+            test.path,
+            case.name,
+            [
+                f"tool {name} changes the world or calls out ({test.compiled.flow.tools[name].kind}"
+                f"{', effect' if test.compiled.flow.tools[name].effect else ''}): script its "
+                f"results under `tools: {{{name}: [...]}}`"
+                for name in unscripted
+            ],
+        )
     store = open_store("sqlite://")
     llm = ScriptedLLM(case.llm)
     tools = {name: ScriptedTool(results) for name, results in case.tools.items()}
-    engine = Engine(store, llm=llm, clock=FakeClock(), rng=random.Random(0),
-                    environ=test.env, tools=tools, faults=case.fail)
+    engine = Engine(
+        store,
+        llm=llm,
+        clock=FakeClock(),
+        rng=random.Random(0),
+        environ=test.env,
+        tools=tools,
+        faults=case.fail,
+    )
     outcome = CaseResult(test.path, case.name)
     try:
         result = engine.start(test.compiled, case.input)
@@ -217,15 +266,17 @@ def run_case(test: TestFile, case: Case) -> CaseResult:
     actual = _actual(store, result.run_id, tools, test.compiled)
     outcome.routes = {(c.step_id, c.outcome) for c in store.checkpoints(result.run_id)}
     outcome.differences = compare(case.expect, actual)
-    outcome.differences += [f"the script ran out of model answers for step {s}"
-                            for s in dict.fromkeys(llm.exhausted)]
+    outcome.differences += [
+        f"the script ran out of model answers for step {s}" for s in dict.fromkeys(llm.exhausted)
+    ]
     outcome.seconds = time.perf_counter() - started
     store.close()
     return outcome
 
 
-def _actual(store: Store, run_id: str, tools: Mapping[str, ScriptedTool],
-            compiled: CompiledFlow) -> dict[str, Any]:
+def _actual(
+    store: Store, run_id: str, tools: Mapping[str, ScriptedTool], compiled: CompiledFlow
+) -> dict[str, Any]:
     record = store.run(run_id)
     checkpoints = store.checkpoints(run_id)
     events = store.events(run_id)
@@ -236,13 +287,21 @@ def _actual(store: Store, run_id: str, tools: Mapping[str, ScriptedTool],
             retries[event.step_id or ""] = retries.get(event.step_id or "", 0) + 1
         if event.kind == "confidence" and event.data.get("score") is not None:
             confidence[event.step_id or ""] = round(float(event.data["score"]), 3)
-    effects = {name: tool.happened for name, tool in tools.items()
-               if compiled.flow.tools[name].effect}
+    effects = {
+        name: tool.happened for name, tool in tools.items() if compiled.flow.tools[name].effect
+    }
     outputs = {c.step_id: c.output for c in checkpoints if c.outcome != Outcome.ERROR}
-    return {"status": record.status, "ending": record.position,
-            "stopped_at": record.failed_step, "steps": [c.step_id for c in checkpoints],
-            "retries": retries, "effects": effects, "outputs": outputs,
-            "reason": record.reason or "", "confidence": confidence}
+    return {
+        "status": record.status,
+        "ending": record.position,
+        "stopped_at": record.failed_step,
+        "steps": [c.step_id for c in checkpoints],
+        "retries": retries,
+        "effects": effects,
+        "outputs": outputs,
+        "reason": record.reason or "",
+        "confidence": confidence,
+    }
 
 
 def compare(expect: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]:
@@ -251,15 +310,20 @@ def compare(expect: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]:
     for key in ("status", "ending", "stopped_at"):
         if key in expect and expect[key] != actual[key]:
             got = "nothing" if actual[key] is None else actual[key]
-            found.append(f"{key}: expected {expect[key]}, got {got}"
-                         + (f" (reason: {actual['reason']})" if actual["reason"] else ""))
+            found.append(
+                f"{key}: expected {expect[key]}, got {got}"
+                + (f" (reason: {actual['reason']})" if actual["reason"] else "")
+            )
     if "steps" in expect and list(expect["steps"]) != actual["steps"]:
         diff = difflib.ndiff(list(expect["steps"]), actual["steps"])
-        found.append("steps (- expected, + actual):\n" + "\n".join(
-            "    " + line for line in diff if not line.startswith("?")))
+        found.append(
+            "steps (- expected, + actual):\n"
+            + "\n".join("    " + line for line in diff if not line.startswith("?"))
+        )
     if "reason" in expect and expect["reason"] not in actual["reason"]:
-        found.append(f"reason: expected it to contain {expect['reason']!r}, got "
-                     f"{actual['reason']!r}")
+        found.append(
+            f"reason: expected it to contain {expect['reason']!r}, got {actual['reason']!r}"
+        )
     for key in ("retries", "effects"):
         for name, count in expect.get(key, {}).items():
             got = actual[key].get(name, 0)
@@ -272,8 +336,9 @@ def compare(expect: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]:
     for path, value in expect.get("outputs", {}).items():
         got = _dig(actual["outputs"], path)
         if got != value:
-            found.append(f"outputs.{path}: expected {json.dumps(value)}, got "
-                         f"{json.dumps(got, default=str)}")
+            found.append(
+                f"outputs.{path}: expected {json.dumps(value)}, got {json.dumps(got, default=str)}"
+            )
     return found
 
 
@@ -289,9 +354,11 @@ def _dig(outputs: Mapping[str, Any], path: str) -> Any:
     return node
 
 
-def coverage(compiled: CompiledFlow,
-             exercised: set[tuple[str, str]]) -> tuple[int, list[str]]:
+def coverage(compiled: CompiledFlow, exercised: set[tuple[str, str]]) -> tuple[int, list[str]]:
     """(routes in all, the routes no case took, as `step -outcome-> route`)."""
-    missing = [f"{e.source} -{e.trigger}-> {e.dest}" for e in compiled.edges
-               if (e.source, e.trigger) not in exercised]
+    missing = [
+        f"{e.source} -{e.trigger}-> {e.dest}"
+        for e in compiled.edges
+        if (e.source, e.trigger) not in exercised
+    ]
     return len(compiled.edges), missing

@@ -37,8 +37,12 @@ class RecordingLLM:
 
 def _answer(response: LLMResponse) -> Any:
     if response.tool_calls:
-        return {"tool_calls": [{"name": c.name, "arguments": json.loads(c.arguments or "{}")}
-                               for c in response.tool_calls]}
+        return {
+            "tool_calls": [
+                {"name": c.name, "arguments": json.loads(c.arguments or "{}")}
+                for c in response.tool_calls
+            ]
+        }
     try:
         return json.loads(response.text)
     except json.JSONDecodeError:
@@ -62,23 +66,34 @@ class RecordingTool:
         return value
 
 
-def record_case(compiled: CompiledFlow, input_value: Any, name: str, client: LLMClient,
-                make_engine: Callable[..., Any]) -> dict[str, Any]:
+def record_case(
+    compiled: CompiledFlow,
+    input_value: Any,
+    name: str,
+    client: LLMClient,
+    make_engine: Callable[..., Any],
+) -> dict[str, Any]:
     """Run the flow once for real (its effects happen) and return it as a test case."""
     flow_file = Path(compiled.flow.document.file)
-    tools = {t.name: RecordingTool(TOOL_KINDS[t.kind].connect(t, flow_file=flow_file))
-             for t in compiled.flow.tools.values()}
+    tools = {
+        t.name: RecordingTool(TOOL_KINDS[t.kind].connect(t, flow_file=flow_file))
+        for t in compiled.flow.tools.values()
+    }
     llm = RecordingLLM(client)
     engine = make_engine(tools=tools, llm=llm)
     result = engine.start(compiled, input_value)
     checkpoints = engine.store.checkpoints(result.run_id)
-    expect: dict[str, Any] = {"status": result.status,
-                              "steps": [c.step_id for c in checkpoints]}
+    expect: dict[str, Any] = {"status": result.status, "steps": [c.step_id for c in checkpoints]}
     if result.status != "completed":
         expect["stopped_at"] = engine.store.run(result.run_id).failed_step
     redact = engine.redactor(compiled)
-    case = {"name": name, "input": input_value, "llm": llm.answers,
-            "tools": {n: t.results for n, t in tools.items() if t.results}, "expect": expect}
+    case = {
+        "name": name,
+        "input": input_value,
+        "llm": llm.answers,
+        "tools": {n: t.results for n, t in tools.items() if t.results},
+        "expect": expect,
+    }
     return dict(redact({k: v for k, v in case.items() if v != {}}))
 
 
@@ -88,17 +103,26 @@ def case_yaml(case: dict[str, Any]) -> str:
     return "\n".join("  " + line if line else line for line in text.splitlines()) + "\n"
 
 
-def append_case(test_file: Path, case: dict[str, Any], env_names: AbstractSet[str] = frozenset()
-                ) -> None:
+def append_case(
+    test_file: Path, case: dict[str, Any], env_names: AbstractSet[str] = frozenset()
+) -> None:
     """Add the case at the end of a test file (whose last key is `cases:`), creating it
     with stand-in values for the environment variables the flow reads."""
     if not test_file.exists():
         flow_name = test_file.name.replace(".test.", ".")
-        env = yaml.safe_dump({"env": {n: f"test-{n.lower()}" for n in sorted(env_names)}},
-                             sort_keys=False) if env_names else ""
-        test_file.write_text("# yaml-language-server: $schema=../schemas/flowtest.v1.json\n"
-                             f"# Offline tests of {flow_name}: run them with `runner test`.\n"
-                             f"version: 1\n{env}cases:\n", encoding="utf-8")
+        env = (
+            yaml.safe_dump(
+                {"env": {n: f"test-{n.lower()}" for n in sorted(env_names)}}, sort_keys=False
+            )
+            if env_names
+            else ""
+        )
+        test_file.write_text(
+            "# yaml-language-server: $schema=../schemas/flowtest.v1.json\n"
+            f"# Offline tests of {flow_name}: run them with `runner test`.\n"
+            f"version: 1\n{env}cases:\n",
+            encoding="utf-8",
+        )
     text = test_file.read_text(encoding="utf-8")
     if not text.endswith("\n"):
         text += "\n"

@@ -149,7 +149,12 @@ def failure(step: Step, exc: StepError, attempts: Sequence[Attempt]) -> StepResu
         "kind": exc.kind,
         "message": str(exc),
         "attempts": [
-            {"number": a.number, "kind": a.kind, "message": a.message, "wait_seconds": a.wait_seconds}
+            {
+                "number": a.number,
+                "kind": a.kind,
+                "message": a.message,
+                "wait_seconds": a.wait_seconds,
+            }
             for a in attempts
         ],
     }
@@ -169,7 +174,9 @@ def model_failure(step: Step, exc: StepError, session: ModelSession) -> StepResu
     hold every attempt. A reached budget is not a failure: it goes to the engine."""
     if isinstance(exc, BudgetExceededError):
         raise exc
-    result = exc.result if isinstance(exc, StepFailedError) else failure(step, exc, attempts_of(exc))
+    result = (
+        exc.result if isinstance(exc, StepFailedError) else failure(step, exc, attempts_of(exc))
+    )
     result.events = session.events
     return result
 

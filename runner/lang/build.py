@@ -62,24 +62,33 @@ def _model(name: str, raw: str | Mapping[str, Any]) -> Model:
     if isinstance(raw, str):
         return Model(name=name, model=raw, path=("models", name))
     return Model(
-        name=name, model=raw["model"], api_base=raw.get("api_base"),
-        temperature=raw.get("temperature"), max_tokens=raw.get("max_tokens"),
+        name=name,
+        model=raw["model"],
+        api_base=raw.get("api_base"),
+        temperature=raw.get("temperature"),
+        max_tokens=raw.get("max_tokens"),
         timeout_seconds=raw.get("timeout_seconds", DEFAULT_MODEL_TIMEOUT),
         retry=retry_policy(raw.get("retry"), RetryPolicy()),
-        fallbacks=tuple(raw.get("fallbacks", ())), path=("models", name),
+        fallbacks=tuple(raw.get("fallbacks", ())),
+        path=("models", name),
     )
 
 
 def _tool(name: str, raw: Mapping[str, Any]) -> Tool:
     kind = next(k for k in TOOL_KINDS if k in raw)
     return Tool(
-        name=name, kind=kind, spec=TOOL_KINDS[kind].build(raw[kind]),
+        name=name,
+        kind=kind,
+        spec=TOOL_KINDS[kind].build(raw[kind]),
         description=raw.get("description"),
-        input_schema=raw.get("input", True), output_schema=raw.get("output", True),
-        effect=raw.get("effect", False), idempotent=raw.get("idempotent", False),
+        input_schema=raw.get("input", True),
+        output_schema=raw.get("output", True),
+        effect=raw.get("effect", False),
+        idempotent=raw.get("idempotent", False),
         idempotency_key=raw.get("idempotency_key"),
         timeout_seconds=raw.get("timeout_seconds", DEFAULT_TOOL_TIMEOUT),
-        retry=retry_policy(raw.get("retry"), RetryPolicy()), path=("tools", name),
+        retry=retry_policy(raw.get("retry"), RetryPolicy()),
+        path=("tools", name),
     )
 
 
@@ -87,15 +96,19 @@ def _policy(name: str, raw: Mapping[str, Any]) -> Policy:
     kind = next(k for k in POLICY_KINDS if k in raw)
     value = POLICY_KINDS[kind].build(raw[kind])
     value = tuple(value) if isinstance(value, list) else value
-    return Policy(name=name, kind=kind, value=value, message=raw.get("message"),
-                  path=("policies", name))
+    return Policy(
+        name=name, kind=kind, value=value, message=raw.get("message"), path=("policies", name)
+    )
 
 
 def _step(raw: Mapping[str, Any], index: int, ids: list[str], flow_error: str | None) -> Step:
     following = ids[index + 1] if index + 1 < len(ids) else Ending.DONE.value
     common: dict[str, Any] = {
-        "id": raw["id"], "index": index, "path": ("steps", index),
-        "next": raw.get("next", following), "on_error": raw.get("on_error", flow_error),
+        "id": raw["id"],
+        "index": index,
+        "path": ("steps", index),
+        "next": raw.get("next", following),
+        "on_error": raw.get("on_error", flow_error),
         "description": raw.get("description"),
         "retry": retry_policy(raw["retry"], RetryPolicy()) if "retry" in raw else None,
         "timeout_seconds": raw.get("timeout_seconds"),
@@ -105,5 +118,6 @@ def _step(raw: Mapping[str, Any], index: int, ids: list[str], flow_error: str | 
 
 
 def _notify(raw: Mapping[str, Any]) -> Notify:
-    return Notify(tool=raw["tool"], args=raw.get("args", {}),
-                  on=tuple(raw.get("on", ("escalated", "failed"))))
+    return Notify(
+        tool=raw["tool"], args=raw.get("args", {}), on=tuple(raw.get("on", ("escalated", "failed")))
+    )

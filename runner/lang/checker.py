@@ -73,11 +73,14 @@ class Checker:
         seen: dict[str, int] = {}
         for step in self.flow.steps:
             if step.id in ENDINGS:
-                self.add((*step.path, "id"), f"`{step.id}` is a built-in ending; choose "
-                         "another step id")
+                self.add(
+                    (*step.path, "id"), f"`{step.id}` is a built-in ending; choose another step id"
+                )
             elif step.id in seen:
-                self.add((*step.path, "id"), f"step id `{step.id}` is already used by "
-                         f"steps[{seen[step.id]}]")
+                self.add(
+                    (*step.path, "id"),
+                    f"step id `{step.id}` is already used by steps[{seen[step.id]}]",
+                )
             seen.setdefault(step.id, step.index)
 
     def routes(self) -> bool:
@@ -86,33 +89,39 @@ class Checker:
         if self.flow.on_error:
             self.route(("on_error",), self.flow.on_error, targets, error=True)
         if self.flow.budget:
-            self.route(("budget", "on_exceeded"), self.flow.budget.on_exceeded, targets,
-                       error=True)
+            self.route(("budget", "on_exceeded"), self.flow.budget.on_exceeded, targets, error=True)
         if self.flow.review:
-            self.route(("review", "on_expired"), self.flow.review.on_expired, targets,
-                       error=False)
+            self.route(("review", "on_expired"), self.flow.review.on_expired, targets, error=False)
         for step in self.flow.steps:
             if step.on_error is None:
-                self.add(step.path, f"step `{step.id}` has no failure path: add `on_error` "
-                         "to it, or a flow-wide `on_error`")
+                self.add(
+                    step.path,
+                    f"step `{step.id}` has no failure path: add `on_error` "
+                    "to it, or a flow-wide `on_error`",
+                )
             for trigger, dest in step.routes().items():
-                self.route(step.route_path(trigger), dest, targets,
-                           error=trigger == Outcome.ERROR)
+                self.route(step.route_path(trigger), dest, targets, error=trigger == Outcome.ERROR)
         dests = [d for s in self.flow.steps for d in s.routes().values()]
         budget = self.flow.budget.on_exceeded if self.flow.budget else "human_review"
         expired = self.flow.review.on_expired if self.flow.review else "dead_letter"
-        return all(d in targets for d in [*dests, self.flow.on_error or "dead_letter", budget,
-                                          expired])
+        return all(
+            d in targets for d in [*dests, self.flow.on_error or "dead_letter", budget, expired]
+        )
 
     def route(self, path: Path_, dest: str, targets: list[str], *, error: bool) -> None:
         if path not in self.doc.values:  # an implicit route (default next, flow on_error)
             return
         if dest not in targets:
-            self.add(path, f"unknown route `{dest}`: not a step id nor an ending"
-                     f"{_suggest(dest, targets)}")
+            self.add(
+                path,
+                f"unknown route `{dest}`: not a step id nor an ending{_suggest(dest, targets)}",
+            )
         elif error and dest == Ending.DONE:
-            self.add(path, "a failure must not complete the run: route it to human_review, "
-                     "dead_letter or a step that handles it")
+            self.add(
+                path,
+                "a failure must not complete the run: route it to human_review, "
+                "dead_letter or a step that handles it",
+            )
 
     def graph(self) -> None:
         steps = {s.id: s for s in self.flow.steps}
@@ -127,8 +136,9 @@ class Checker:
         reached = reachable(self.ids[0], lambda s: successors.get(s, []), steps)
         for step in self.flow.steps:
             if step.id not in reached:
-                self.add((*step.path, "id"), f"step `{step.id}` is never reached: no route "
-                         "leads to it")
+                self.add(
+                    (*step.path, "id"), f"step `{step.id}` is never reached: no route leads to it"
+                )
         exits = can_exit(self.flow)
         reported: set[str] = set()
         for step in self.flow.steps:
@@ -140,15 +150,20 @@ class Checker:
             reported |= set(loop)
             shown = " -> ".join(f"`{s}`" for s in [*loop, loop[0]])
             first = min((self.flow.step(s) for s in loop), key=lambda s: s.index)
-            self.add((*first.path, "id"), f"loop {shown} has no way out: none of its steps "
-                     "leads to an ending except by failing")
+            self.add(
+                (*first.path, "id"),
+                f"loop {shown} has no way out: none of its steps "
+                "leads to an ending except by failing",
+            )
 
     # -- schemas, tools, models ---------------------------------------------------------
     def schemas(self) -> None:
         found: list[tuple[Path_, Any]] = [(("input",), self.flow.input_schema)]
         for tool in self.flow.tools.values():
-            found += [((*tool.path, "input"), tool.input_schema),
-                      ((*tool.path, "output"), tool.output_schema)]
+            found += [
+                ((*tool.path, "input"), tool.input_schema),
+                ((*tool.path, "output"), tool.output_schema),
+            ]
         for step in self.flow.steps:
             found += step.author_schemas()
         for path, schema in found:
@@ -160,11 +175,15 @@ class Checker:
             TOOL_KINDS[tool.kind].check(self, tool)
             for key in ("idempotency_key", "idempotent"):
                 if (*tool.path, key) in self.doc.values and not tool.effect:
-                    self.add((*tool.path, key), f"`{key}` applies only to tools with "
-                             "`effect: true`")
+                    self.add(
+                        (*tool.path, key), f"`{key}` applies only to tools with `effect: true`"
+                    )
             if tool.idempotency_key:
-                self.template((*tool.path, "idempotency_key"), tool.idempotency_key,
-                              ("args", "input", "run", "env"))
+                self.template(
+                    (*tool.path, "idempotency_key"),
+                    tool.idempotency_key,
+                    ("args", "input", "run", "env"),
+                )
 
     def notify(self) -> None:
         notify = self.flow.notify
@@ -187,17 +206,26 @@ class Checker:
         if name is None and "default" not in models:
             self.add(path, "no model: name one here, or declare `models.default`")
         elif name is not None and name not in models and "/" not in name:
-            self.add(path, f"unknown model `{name}`: not a name under `models` nor a "
-                     f"`provider/model` string{_suggest(name, models)}")
+            self.add(
+                path,
+                f"unknown model `{name}`: not a name under `models` nor a "
+                f"`provider/model` string{_suggest(name, models)}",
+            )
 
     # -- templates ----------------------------------------------------------------------
-    def template(self, path: Path_, text: str, roots: tuple[str, ...], *,
-                 step: Step | None = None, expression: bool = False) -> None:
+    def template(
+        self,
+        path: Path_,
+        text: str,
+        roots: tuple[str, ...],
+        *,
+        step: Step | None = None,
+        expression: bool = False,
+    ) -> None:
         if not expression and not templates.is_template(text):
             return
         if expression and text.strip().startswith("{{"):
-            self.add(path, "a condition is a bare jinja expression: write it without "
-                     "`{{ }}`")
+            self.add(path, "a condition is a bare jinja expression: write it without `{{ }}`")
             return
         try:
             tree = templates.parse_expression(text) if expression else templates.parse(text)
@@ -210,15 +238,19 @@ class Checker:
             if message:
                 self.add(path, message)
 
-    def reference(self, ref: templates.Reference, roots: tuple[str, ...],
-                  step: Step | None) -> str | None:
+    def reference(
+        self, ref: templates.Reference, roots: tuple[str, ...], step: Step | None
+    ) -> str | None:
         if ref.root == "secret" and "secret" not in roots:
-            return "secrets cannot be read here: this value is stored or shown, and a " \
-                   "secret never is"
+            return (
+                "secrets cannot be read here: this value is stored or shown, and a secret never is"
+            )
         if ref.root not in roots:
             listed = ", ".join(roots)
-            return f"unknown name `{ref.root}`: templates here read {listed}" \
-                   f"{_suggest(ref.root, roots)}"
+            return (
+                f"unknown name `{ref.root}`: templates here read {listed}"
+                f"{_suggest(ref.root, roots)}"
+            )
         chain = ref.chain
         if ref.root == "input":
             return _schema_field(self.sound(self.flow.input_schema), chain, "input")
@@ -238,14 +270,15 @@ class Checker:
         if len(chain) > 1 and chain[1] not in STEP_FIELDS:
             return f"`steps.{target}.{chain[1]}` does not exist: a step has `output`"
         if target not in self.available.get(step.id, frozenset()):
-            return f"`steps.{target}` may not have run yet when `{step.id}` runs: " \
-                   f"some path reaches `{step.id}` without completing `{target}`"
+            return (
+                f"`steps.{target}` may not have run yet when `{step.id}` runs: "
+                f"some path reaches `{step.id}` without completing `{target}`"
+            )
         shadowed = self.shadowed(step, chain)
         if shadowed:
             return shadowed
         schema = self.flow.step(target).output_schema_in(self.flow)
-        return _schema_field(self.sound(schema), chain[2:],
-                             f"steps.{target}.output")
+        return _schema_field(self.sound(schema), chain[2:], f"steps.{target}.output")
 
     def shadowed(self, step: Step, chain: tuple[str | int, ...]) -> str | None:
         """A message if `step` reads a value that a person may have changed at an
@@ -256,8 +289,10 @@ class Checker:
             for source, instead in other.shadows().items():
                 if chain[: len(source)] == source:
                     spelled = ".".join(str(part) for part in source)
-                    return (f"`steps.{spelled}` is what `{other.id}` proposed to a person, "
-                            f"who may have changed it: read `{instead}` instead")
+                    return (
+                        f"`steps.{spelled}` is what `{other.id}` proposed to a person, "
+                        f"who may have changed it: read `{instead}` instead"
+                    )
         return None
 
     def sound(self, schema: Any) -> Any:
@@ -281,8 +316,10 @@ def _schema_field(schema: Any, chain: tuple[str | int, ...], name: str) -> str |
         if part in properties:
             schema, spelled = properties[part], f"{spelled}.{part}"
         elif schema.get("additionalProperties") is False and not schema.get("patternProperties"):
-            return f"`{spelled}.{part}` cannot exist: the schema of `{spelled}` allows " \
-                   f"{', '.join(properties) or 'no fields'}{_suggest(str(part), properties)}"
+            return (
+                f"`{spelled}.{part}` cannot exist: the schema of `{spelled}` allows "
+                f"{', '.join(properties) or 'no fields'}{_suggest(str(part), properties)}"
+            )
         else:
             return None
     return None

@@ -56,10 +56,12 @@ def machine_position(compiled: CompiledFlow, position: str) -> Position:
     Machine(
         model=model,
         states=[*(s.id for s in compiled.flow.steps), *map(str, ENDINGS)],
-        transitions=[{"trigger": e.trigger, "source": e.source, "dest": e.dest}
-                     for e in compiled.edges],
-        initial=position, auto_transitions=False, send_event=True, queued=True,
+        transitions=[
+            {"trigger": e.trigger, "source": e.source, "dest": e.dest} for e in compiled.edges
+        ],
+        initial=position,
+        auto_transitions=False,
+        send_event=True,
+        queued=True,
     )
     return model
-
-

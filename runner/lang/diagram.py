@@ -39,12 +39,18 @@ def mermaid(compiled: CompiledFlow) -> str:
 
 def dot(compiled: CompiledFlow) -> str:
     """The flow as a Graphviz digraph."""
-    lines = [f"digraph {json.dumps(compiled.flow.name)} {{",
-             "    node [shape=box, style=rounded];",
-             '    start [shape=point];', f"    start -> {json.dumps(compiled.first)};"]
+    lines = [
+        f"digraph {json.dumps(compiled.flow.name)} {{",
+        "    node [shape=box, style=rounded];",
+        "    start [shape=point];",
+        f"    start -> {json.dumps(compiled.first)};",
+    ]
     lines += [f"    {json.dumps(n)} [shape=doubleoctagon];" for n in _endings(compiled)]
-    lines += [f"    {json.dumps(e.source)} -> {json.dumps(e.dest)} "
-              f"[label={json.dumps(label(compiled, e))}];" for e in compiled.edges]
+    lines += [
+        f"    {json.dumps(e.source)} -> {json.dumps(e.dest)} "
+        f"[label={json.dumps(label(compiled, e))}];"
+        for e in compiled.edges
+    ]
     return "\n".join([*lines, "}"]) + "\n"
 
 

@@ -35,9 +35,13 @@ def expand_paths(paths: list[str]) -> list[Path]:
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix in FLOW_SUFFIXES
-                            and not p.name.endswith((".test.yaml", ".test.yml"))
-                            and not any(part.startswith(".") for part in p.parts))
+            found += sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix in FLOW_SUFFIXES
+                and not p.name.endswith((".test.yaml", ".test.yml"))
+                and not any(part.startswith(".") for part in p.parts)
+            )
         else:
             found.append(path)
     return found

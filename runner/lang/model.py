@@ -121,8 +121,11 @@ class Step:
 
     def route_path(self, trigger: str) -> Path_:
         """Where the route of `trigger` is written in the flow."""
-        keys: dict[str, str] = {Outcome.OK: "next", Outcome.DEFAULT: "next",
-                                Outcome.ERROR: "on_error"}
+        keys: dict[str, str] = {
+            Outcome.OK: "next",
+            Outcome.DEFAULT: "next",
+            Outcome.ERROR: "on_error",
+        }
         return (*self.path, keys.get(trigger, f"on_{trigger}"))
 
     def tool_names(self) -> tuple[str, ...]:
@@ -243,5 +246,3 @@ class Flow:
             if step.id == step_id:
                 return step
         raise KeyError(step_id)
-
-

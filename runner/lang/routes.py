@@ -32,9 +32,9 @@ def edges(flow: Flow) -> Iterator[Edge]:
             yield Edge(step.id, Outcome.IN_DOUBT.value, Ending.HUMAN_REVIEW.value)
 
 
-
-def reachable(start: str, successors: Callable[[str], Iterable[str]],
-               nodes: dict[str, Any]) -> set[str]:
+def reachable(
+    start: str, successors: Callable[[str], Iterable[str]], nodes: dict[str, Any]
+) -> set[str]:
     seen, todo = {start}, [start]
     while todo:
         for dest in successors(todo.pop()):
@@ -69,7 +69,7 @@ def loop_of(flow: Flow, start: str, exits: set[str]) -> list[str]:
     while True:
         position = next(d for d in forward(steps[position]) if d not in exits)
         if position in path:
-            return path[path.index(position):]
+            return path[path.index(position) :]
         path.append(position)
 
 

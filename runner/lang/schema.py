@@ -23,8 +23,13 @@ from runner.core.errors import FlowError, Problem
 from runner.lang.source import Document, Path_, spell_path
 
 _TYPE_NAMES = {
-    "object": "a mapping", "array": "a list", "string": "text", "integer": "a whole number",
-    "number": "a number", "boolean": "true or false", "null": "null",
+    "object": "a mapping",
+    "array": "a list",
+    "string": "text",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "null",
 }
 
 
@@ -218,11 +223,20 @@ def _expected(types: str | list[str]) -> str:
 
 
 def _found(instance: Any) -> str:
-    for kind, name in (("boolean", bool), ("integer", int), ("number", float), ("string", str),
-                       ("array", list), ("object", dict)):
+    for kind, name in (
+        ("boolean", bool),
+        ("integer", int),
+        ("number", float),
+        ("string", str),
+        ("array", list),
+        ("object", dict),
+    ):
         if isinstance(instance, name):
-            return f"{_TYPE_NAMES[kind]} {_show(instance)}" if kind not in ("array", "object") \
+            return (
+                f"{_TYPE_NAMES[kind]} {_show(instance)}"
+                if kind not in ("array", "object")
                 else _TYPE_NAMES[kind]
+            )
     return "null"
 
 

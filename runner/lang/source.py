@@ -129,9 +129,11 @@ def _yaml_problem(name: str, text: str, exc: yaml.MarkedYAMLError) -> Problem:
     if exc.problem and "end of stream" in exc.problem and exc.context_mark:
         # "found unexpected end of stream" points past the file; where it began helps.
         mark = exc.context_mark
-        what = f"{(exc.context or 'this').removeprefix('while scanning ')} that starts " \
-               "here never ends (a missing closing quote or bracket?)"
-    elif mark is not None and text[mark.index:mark.index + 1] == "\t":
+        what = (
+            f"{(exc.context or 'this').removeprefix('while scanning ')} that starts "
+            "here never ends (a missing closing quote or bracket?)"
+        )
+    elif mark is not None and text[mark.index : mark.index + 1] == "\t":
         what = "a tab character: YAML is indented with spaces"
     line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     return Problem(name, line, col, "(file)", f"invalid YAML: {what}")
@@ -142,8 +144,9 @@ class _Node:
 
     __slots__ = ("kind", "mark", "style", "tag", "value")
 
-    def __init__(self, kind: str, mark: Any, value: Any, style: str | None = None,
-                 tag: str | None = None) -> None:
+    def __init__(
+        self, kind: str, mark: Any, value: Any, style: str | None = None, tag: str | None = None
+    ) -> None:
         self.kind, self.mark, self.value, self.style, self.tag = kind, mark, value, style, tag
 
 
@@ -164,8 +167,7 @@ class _Builder:
                 self._fail(event.start_mark, "a flow file holds one YAML document; found more")
             count += 1
             if count > MAX_VALUES * 2:  # events: about two per value
-                self._fail(event.start_mark, f"the document has more than {MAX_VALUES:,} "
-                           "values")
+                self._fail(event.start_mark, f"the document has more than {MAX_VALUES:,} values")
             node = self._node_for(event, stack)
             if node is None:
                 continue
@@ -243,10 +245,18 @@ class _Converter:
     def convert(self, node: _Node, path: Path_, depth: int) -> Any:
         self.count += 1
         if self.count > MAX_VALUES or depth > MAX_DEPTH:
-            limit = f"more than {MAX_VALUES:,} values" if depth <= MAX_DEPTH else (
-                f"deeper than {MAX_DEPTH} levels")
-            problem = Problem(self.name, node.mark.line + 1, node.mark.column + 1, "(file)",
-                              f"aliases expand the document to {limit}")
+            limit = (
+                f"more than {MAX_VALUES:,} values"
+                if depth <= MAX_DEPTH
+                else (f"deeper than {MAX_DEPTH} levels")
+            )
+            problem = Problem(
+                self.name,
+                node.mark.line + 1,
+                node.mark.column + 1,
+                "(file)",
+                f"aliases expand the document to {limit}",
+            )
             raise FlowError([problem])
         self.values.setdefault(path, Location(node.mark.line + 1, node.mark.column + 1))
         if node.tag not in (None, "!", _STR_TAG):
@@ -270,8 +280,11 @@ class _Converter:
                 self._merge(value_node, path, depth, result)
                 continue
             if key in first_seen:
-                self._problem(key_node, (*path, key),
-                              f"duplicate key `{key}` (first at line {first_seen[key]})")
+                self._problem(
+                    key_node,
+                    (*path, key),
+                    f"duplicate key `{key}` (first at line {first_seen[key]})",
+                )
                 continue
             first_seen[key] = key_node.mark.line + 1
             self.keys[(*path, key)] = Location(key_node.mark.line + 1, key_node.mark.column + 1)
@@ -279,9 +292,10 @@ class _Converter:
         return result
 
     def _key(self, node: _Node, path: Path_) -> str | None:
-        if node.kind == "map" and self.text[node.mark.index - 1: node.mark.index] == "{":
-            self._problem(node, path, "a `{{ ... }}` template must be quoted in YAML: "
-                          "write it as \"{{ ... }}\"")
+        if node.kind == "map" and self.text[node.mark.index - 1 : node.mark.index] == "{":
+            self._problem(
+                node, path, 'a `{{ ... }}` template must be quoted in YAML: write it as "{{ ... }}"'
+            )
             return None
         if node.kind != "scalar":
             self._problem(node, path, "a key must be text, not a list or mapping")
@@ -289,8 +303,9 @@ class _Converter:
         value = node.value if node.style else resolve_plain(node.value)
         if not isinstance(value, str):
             shown = node.value or "an empty key"
-            self._problem(node, path, f"a key must be text; `{shown}` reads as "
-                          f"{_describe(value)}: quote it")
+            self._problem(
+                node, path, f"a key must be text; `{shown}` reads as {_describe(value)}: quote it"
+            )
             return None
         return value
 

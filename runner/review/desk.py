@@ -38,8 +38,9 @@ def reviewer(given: str | None) -> str:
     if given:
         return given
     try:
-        name = subprocess.run(["git", "config", "user.name"], capture_output=True,
-                              text=True, timeout=5).stdout.strip()
+        name = subprocess.run(
+            ["git", "config", "user.name"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         name = ""
     return name or getpass.getuser()
@@ -53,28 +54,42 @@ class Desk:
         self.store = engine.store
 
     # -- reading -----------------------------------------------------------------------
-    def queue(self, status: str = RunStatus.ESCALATED, flow: str | None = None,
-              limit: int = 200) -> list[Proposal]:
-        return [self.proposal(r.id, r) for r in
-                self.store.list_runs(status=status, flow=flow, limit=limit)]
+    def queue(
+        self, status: str = RunStatus.ESCALATED, flow: str | None = None, limit: int = 200
+    ) -> list[Proposal]:
+        return [
+            self.proposal(r.id, r)
+            for r in self.store.list_runs(status=status, flow=flow, limit=limit)
+        ]
 
     def proposal(self, run_id: str, record: RunRecord | None = None) -> Proposal:
         record = record or self.store.run(run_id)
         return build_proposal(self.store, self.engine.flow(record.flow_digest), record)
 
     # -- deciding ----------------------------------------------------------------------
-    def approve(self, run_id: str, by: str, *, content: Any = None, edited: bool = False,
-                sets: tuple[str, ...] = (), note: str | None = None,
-                expect_hash: str | None = None, override: str | None = None) -> RunResult:
+    def approve(
+        self,
+        run_id: str,
+        by: str,
+        *,
+        content: Any = None,
+        edited: bool = False,
+        sets: tuple[str, ...] = (),
+        note: str | None = None,
+        expect_hash: str | None = None,
+        override: str | None = None,
+    ) -> RunResult:
         """Accept the proposal (as edited) and continue the run on the stopped step's
         success route. An edit must fit the output schema and pass the policies that
         apply to it, unless `override` says why it may go anyway."""
         proposal = self._escalated(run_id, expect_hash, by)
         changed = edited or bool(sets)
         if changed and not proposal.editable:
-            raise InputError(f"run {proposal.run.id} stopped at `{proposal.step_id}`, a route "
-                             "with nothing to edit: approve or reject it as it is; to let a "
-                             "person change values, add an `approval` step to the flow")
+            raise InputError(
+                f"run {proposal.run.id} stopped at `{proposal.step_id}`, a route "
+                "with nothing to edit: approve or reject it as it is; to let a "
+                "person change values, add an `approval` step to the flow"
+            )
         value = content if edited else copy.deepcopy(proposal.content)
         for assignment in sets:
             value = assign(value, assignment)
@@ -83,35 +98,58 @@ class Desk:
         if changed:
             self._passes_policies(compiled, proposal, value, override)
         position = compiled.route(proposal.step_id, compiled.flow.step(proposal.step_id).success)
-        checkpoint = self._checkpoint(proposal.run, proposal.target, Outcome.APPROVED,
-                                      position, value)
-        decision = Decision(proposal.run.id, proposal.step_id, DecisionKind.APPROVED, by,
-                            content_hash(value), note, value if changed else None,
-                            diff=diff(proposal.content, value) if changed else None,
-                            override=override if changed else None)
-        effect = (proposal.effect_key, EffectStatus.DONE.value, value) \
-            if proposal.effect_key else None
+        checkpoint = self._checkpoint(
+            proposal.run, proposal.target, Outcome.APPROVED, position, value
+        )
+        decision = Decision(
+            proposal.run.id,
+            proposal.step_id,
+            DecisionKind.APPROVED,
+            by,
+            content_hash(value),
+            note,
+            value if changed else None,
+            diff=diff(proposal.content, value) if changed else None,
+            override=override if changed else None,
+        )
+        effect = (
+            (proposal.effect_key, EffectStatus.DONE.value, value) if proposal.effect_key else None
+        )
         return self._move(proposal.run, decision, position, checkpoint, effect)
 
     def reject(self, run_id: str, by: str, reason: str) -> RunResult:
         """Close the run (nothing more of it runs), or take the stopped step's
         `on_rejected` route when it has one."""
         proposal = self._escalated(run_id, None, by)
-        decision = Decision(proposal.run.id, proposal.step_id, DecisionKind.REJECTED, by,
-                            proposal.content_hash, reason)
+        decision = Decision(
+            proposal.run.id,
+            proposal.step_id,
+            DecisionKind.REJECTED,
+            by,
+            proposal.content_hash,
+            reason,
+        )
         compiled = self.engine.flow(proposal.run.flow_digest)
         step = compiled.flow.step(proposal.step_id)
         if Outcome.REJECTED in step.routes():
             position = compiled.route(step.id, Outcome.REJECTED)
-            checkpoint = self._checkpoint(proposal.run, step.id, Outcome.REJECTED, position,
-                                          {"reason": reason})
+            checkpoint = self._checkpoint(
+                proposal.run, step.id, Outcome.REJECTED, position, {"reason": reason}
+            )
             return self._move(proposal.run, decision, position, checkpoint, None)
-        self.store.decide(proposal.run, decision, status=RunStatus.REJECTED,
-                          position=proposal.run.position)
+        self.store.decide(
+            proposal.run, decision, status=RunStatus.REJECTED, position=proposal.run.position
+        )
         return RunResult(proposal.run.id, RunStatus.REJECTED, proposal.run.position)
 
-    def retry(self, run_id: str, by: str, from_step: str | None, note: str | None = None,
-              statuses: tuple[str, ...] = (RunStatus.ESCALATED,)) -> RunResult:
+    def retry(
+        self,
+        run_id: str,
+        by: str,
+        from_step: str | None,
+        note: str | None = None,
+        statuses: tuple[str, ...] = (RunStatus.ESCALATED,),
+    ) -> RunResult:
         """Run again from a step (the stopped one by default). For an effect held in
         doubt, this is the person's word that it did not happen: it may be sent again."""
         record = self.store.run(run_id)
@@ -122,12 +160,16 @@ class Desk:
         if start not in {s.id for s in compiled.flow.steps}:
             raise UsageError(f"flow {compiled.flow.name} has no step {start}")
         proposal = self.proposal(record.id, record)
-        decision = Decision(record.id, record.failed_step, DecisionKind.RETRIED, by, None,
-                            note or f"from {start}")
+        decision = Decision(
+            record.id, record.failed_step, DecisionKind.RETRIED, by, None, note or f"from {start}"
+        )
         effect = None
         if proposal.effect_key:
-            effect = (proposal.effect_key, EffectStatus.FAILED.value,
-                      {"error": "a person said it did not happen"})
+            effect = (
+                proposal.effect_key,
+                EffectStatus.FAILED.value,
+                {"error": "a person said it did not happen"},
+            )
         return self._move(record, decision, start, None, effect)
 
     def drop(self, run_id: str, by: str, note: str | None = None) -> None:
@@ -136,19 +178,22 @@ class Desk:
         if record.status != RunStatus.FAILED:
             raise StoreError(f"run {record.id} is {record.status}; only failed runs are dropped")
         decision = Decision(record.id, record.failed_step, DecisionKind.DROPPED, by, None, note)
-        self.store.decide(record, decision, status=RunStatus.ARCHIVED,
-                          position=record.position)
+        self.store.decide(record, decision, status=RunStatus.ARCHIVED, position=record.position)
 
-    def expire(self, at: datetime | None = None, *, unscheduled: bool = False
-               ) -> list[tuple[str, str]]:
+    def expire(
+        self, at: datetime | None = None, *, unscheduled: bool = False
+    ) -> list[tuple[str, str]]:
         """Take the expiry route of every run whose review is overdue at `at` (now):
         (run, route taken) for each. With `unscheduled`, also runs escalated before
         review deadlines were recorded, by their flow's `review` policy."""
         at = at or now()
         due = self.store.due_runs(at, limit=1000)
         if unscheduled:
-            due += [r for r in self.store.list_runs(status=RunStatus.ESCALATED, limit=10_000)
-                    if r.due_at is None and self._overdue_by_policy(r, at)]
+            due += [
+                r
+                for r in self.store.list_runs(status=RunStatus.ESCALATED, limit=10_000)
+                if r.due_at is None and self._overdue_by_policy(r, at)
+            ]
         moved = []
         for record in due:
             route = self._expire(record)
@@ -160,14 +205,17 @@ class Desk:
     def _escalated(self, run_id: str, expect_hash: str | None, by: str) -> Proposal:
         proposal = self.proposal(run_id)
         if proposal.run.status != RunStatus.ESCALATED:
-            raise StoreError(f"run {proposal.run.id} is {proposal.run.status}, not waiting for "
-                             "review")
+            raise StoreError(
+                f"run {proposal.run.id} is {proposal.run.status}, not waiting for review"
+            )
         if expect_hash and len(expect_hash) < 8:
             raise UsageError("--hash needs at least 8 characters of the hash shown")
         if expect_hash and not proposal.content_hash.startswith(expect_hash.lower()):
-            raise StoreError(f"run {proposal.run.id}: the proposal changed since it was shown "
-                             f"(hash {expect_hash[:12]}, now {proposal.content_hash[:12]}); "
-                             "look at it again")
+            raise StoreError(
+                f"run {proposal.run.id}: the proposal changed since it was shown "
+                f"(hash {expect_hash[:12]}, now {proposal.content_hash[:12]}); "
+                "look at it again"
+            )
         _may_decide(proposal, by)
         return proposal
 
@@ -176,22 +224,28 @@ class Desk:
         if problems:
             what = "the edited output" if changed else "the proposed output"
             hint = "" if changed else "; give the output with --edit or --set"
-            raise InputError(f"{what} does not match the output schema of step "
-                             f"{proposal.target}: " + "; ".join(problems) + hint)
+            raise InputError(
+                f"{what} does not match the output schema of step "
+                f"{proposal.target}: " + "; ".join(problems) + hint
+            )
 
-    def _passes_policies(self, compiled: CompiledFlow, proposal: Proposal, value: Any,
-                         override: str | None) -> None:
+    def _passes_policies(
+        self, compiled: CompiledFlow, proposal: Proposal, value: Any, override: str | None
+    ) -> None:
         record = proposal.run
         outputs = {**outputs_of(self.store, record.id), proposal.target: value}
         state = RunState(record.id, record.flow_name, record.input, outputs, 0)
         hits = recheck(compiled.flow, proposal.target, context(state, self.engine.environ))
         if hits and not override:
             listed = "\n  ".join(describe_hits(hits))
-            raise InputError(f"the edited output breaks the flow's policies:\n  {listed}\n"
-                             "fix the edit, or approve it anyway with --override REASON")
+            raise InputError(
+                f"the edited output breaks the flow's policies:\n  {listed}\n"
+                "fix the edit, or approve it anyway with --override REASON"
+            )
 
-    def _checkpoint(self, record: RunRecord, step_id: str, outcome: str, position: str,
-                    output: Any) -> Checkpoint:
+    def _checkpoint(
+        self, record: RunRecord, step_id: str, outcome: str, position: str, output: Any
+    ) -> Checkpoint:
         seq = max((c.seq for c in self.store.checkpoints(record.id)), default=0) + 1
         return Checkpoint(seq, step_id, outcome, position, output, 0, now(), now())
 
@@ -200,8 +254,9 @@ class Desk:
         step = _stopped_step(compiled, record)
         seconds, route = step.review_expiry(compiled.flow) if step else (None, "dead_letter")
         waited = f"unreviewed for {seconds:g} s" if seconds else "unreviewed"
-        decision = Decision(record.id, record.failed_step, DecisionKind.EXPIRED, "runner",
-                            None, waited)
+        decision = Decision(
+            record.id, record.failed_step, DecisionKind.EXPIRED, "runner", None, waited
+        )
         checkpoint = None
         if step is not None and Outcome.EXPIRED in step.routes():
             route = compiled.route(step.id, Outcome.EXPIRED)
@@ -218,23 +273,41 @@ class Desk:
         seconds = step.review_expiry(compiled.flow)[0] if step else None
         return seconds is not None and record.updated_at + timedelta(seconds=seconds) <= at
 
-    def _move(self, record: RunRecord, decision: Decision, position: str,
-              checkpoint: Checkpoint | None, effect: Any) -> RunResult:
+    def _move(
+        self,
+        record: RunRecord,
+        decision: Decision,
+        position: str,
+        checkpoint: Checkpoint | None,
+        effect: Any,
+    ) -> RunResult:
         if position in ENDINGS:
             status = ENDINGS[position]
-            self.store.decide(record, decision, status=status, position=position,
-                              checkpoint=checkpoint, effect=effect)
+            self.store.decide(
+                record,
+                decision,
+                status=status,
+                position=position,
+                checkpoint=checkpoint,
+                effect=effect,
+            )
             return RunResult(record.id, status, position)
         owner = owner_id()
-        self.store.decide(record, decision, status=RunStatus.RUNNING, position=position,
-                          owner=owner, checkpoint=checkpoint, effect=effect)
+        self.store.decide(
+            record,
+            decision,
+            status=RunStatus.RUNNING,
+            position=position,
+            owner=owner,
+            checkpoint=checkpoint,
+            effect=effect,
+        )
         return self.engine.continue_claimed(record.id, owner)
 
 
 def _stopped_step(compiled: CompiledFlow, record: RunRecord) -> Step | None:
     step_id = record.failed_step or record.position
-    return compiled.flow.step(step_id) if step_id in {s.id for s in compiled.flow.steps} \
-        else None
+    return compiled.flow.step(step_id) if step_id in {s.id for s in compiled.flow.steps} else None
 
 
 def _may_decide(proposal: Proposal, by: str) -> None:
@@ -246,6 +319,8 @@ def _may_decide(proposal: Proposal, by: str) -> None:
     groups = re.findall(r"\(([^()]*)\)", by)
     names = {by.strip(), re.sub(r"\s*\([^()]*\)", "", by).strip(), *map(str.strip, groups)}
     if not names & set(allowed):
-        raise InputError(f"only {', '.join(allowed)} may decide at `{proposal.step_id}`; "
-                         f"{by!r} is not one of them (name your group in parentheses: "
-                         f"--as \"Your Name ({allowed[0]})\")")
+        raise InputError(
+            f"only {', '.join(allowed)} may decide at `{proposal.step_id}`; "
+            f"{by!r} is not one of them (name your group in parentheses: "
+            f'--as "Your Name ({allowed[0]})")'
+        )

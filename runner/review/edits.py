@@ -24,7 +24,7 @@ def assign(value: Any, assignment: str) -> Any:
     """Apply `path=value` (the value as JSON, else as text) to a copy of `value`."""
     path, sep, raw = assignment.partition("=")
     if not sep or not path:
-        raise UsageError(f"--set takes path=value, e.g. reply=\"Hello\"; got {assignment!r}")
+        raise UsageError(f'--set takes path=value, e.g. reply="Hello"; got {assignment!r}')
     try:
         new = json.loads(raw)
     except json.JSONDecodeError:
@@ -78,8 +78,9 @@ def recheck(flow: Flow, target: str, ctx: Mapping[str, Any]) -> list[Violation]:
     for step in flow.steps:
         if not isinstance(step, PolicyStep) or target not in _reads(step.text):
             continue
-        rules = [flow.policies[name] for name in step.policies
-                 if flow.policies[name].kind != "judge"]
+        rules = [
+            flow.policies[name] for name in step.policies if flow.policies[name].kind != "judge"
+        ]
         text = str(templates.render(step.text, ctx))
         found += check_policies(rules, text, ctx, _NoModel())
     return found
@@ -94,7 +95,7 @@ def describe_hits(hits: Sequence[Mapping[str, Any]]) -> list[str]:
     """Policy findings as lines, each distinct one once with a count."""
     counted: dict[str, int] = {}
     for hit in hits:
-        where = f": \"{hit['excerpt']}\"" if hit.get("excerpt") else ""
+        where = f': "{hit["excerpt"]}"' if hit.get("excerpt") else ""
         line = f"policy {hit['policy']} ({hit['rule']}): {hit['message']}{where}"
         counted[line] = counted.get(line, 0) + 1
     return [f"{line} (x{count})" if count > 1 else line for line, count in counted.items()]

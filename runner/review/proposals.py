@@ -55,8 +55,7 @@ def content_hash(value: Any) -> str:
 
 def outputs_of(store: Store, run_id: str) -> dict[str, Any]:
     """Each finished step's latest output."""
-    return {c.step_id: c.output for c in store.checkpoints(run_id)
-            if c.outcome != Outcome.ERROR}
+    return {c.step_id: c.output for c in store.checkpoints(run_id) if c.outcome != Outcome.ERROR}
 
 
 def build_proposal(store: Store, compiled: CompiledFlow, record: RunRecord) -> Proposal:
@@ -71,14 +70,20 @@ def build_proposal(store: Store, compiled: CompiledFlow, record: RunRecord) -> P
     events = [e for e in store.events(record.id) if e.step_id == step_id]
     waiting = record.status == RunStatus.ESCALATED
     return Proposal(
-        run=record, step_id=step_id, target=target, content=content,
-        content_hash=content_hash(content), schema=output_schema(flow, target_step),
+        run=record,
+        step_id=step_id,
+        target=target,
+        content=content,
+        content_hash=content_hash(content),
+        schema=output_schema(flow, target_step),
         effect_key=_in_doubt(events) if waiting else None,
-        **_score(events), editable=step.editable if step is not None else True,
+        **_score(events),
+        editable=step.editable if step is not None else True,
         reviewers=step.reviewers() if step is not None else (),
         **_approval(stored if target_step is not None and target == step_id else None),
         hits=[e for e in events if isinstance(e, PolicyFired)],
-        invalid_answers=_invalid(store.events(record.id), target))
+        invalid_answers=_invalid(store.events(record.id), target),
+    )
 
 
 def output_schema(flow: Flow, step: Step | None) -> Any:
@@ -98,8 +103,10 @@ def _in_doubt(events: Sequence[Event]) -> str | None:
 
 def _score(events: Sequence[Event]) -> dict[str, Any]:
     gates = [e for e in events if isinstance(e, ConfidenceScored)]
-    return {"score": gates[-1].score if gates else None,
-            "method": gates[-1].method if gates else None}
+    return {
+        "score": gates[-1].score if gates else None,
+        "method": gates[-1].method if gates else None,
+    }
 
 
 def _approval(output: Any) -> dict[str, Any]:
@@ -109,5 +116,8 @@ def _approval(output: Any) -> dict[str, Any]:
 
 
 def _invalid(events: Sequence[Event], target: str) -> list[str]:
-    return [e.answer for e in events
-            if isinstance(e, AnswerInvalid) and e.step_id == target and e.answer is not None]
+    return [
+        e.answer
+        for e in events
+        if isinstance(e, AnswerInvalid) and e.step_id == target and e.answer is not None
+    ]

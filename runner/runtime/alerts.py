@@ -22,16 +22,26 @@ if TYPE_CHECKING:
 class Alerts:
     """The after-run hook that sends a flow's `notify` alert."""
 
-    def after_run(self, engine: Engine, compiled: CompiledFlow, state: RunState,
-                  commit: StepCommit) -> None:
+    def after_run(
+        self, engine: Engine, compiled: CompiledFlow, state: RunState, commit: StepCommit
+    ) -> None:
         notify = compiled.flow.notify
         if notify is None or commit.status not in notify.on:
             return
         tool = compiled.flow.tools[notify.tool]
-        run = {"id": state.run_id, "flow": state.flow, "status": commit.status,
-               "step": commit.failed_step, "reason": commit.reason}
-        ctx: dict[str, Any] = {"run": run, "input": state.input, "env": engine.environ,
-                               "secret": engine.environ}
+        run = {
+            "id": state.run_id,
+            "flow": state.flow,
+            "status": commit.status,
+            "step": commit.failed_step,
+            "reason": commit.reason,
+        }
+        ctx: dict[str, Any] = {
+            "run": run,
+            "input": state.input,
+            "env": engine.environ,
+            "secret": engine.environ,
+        }
         step = compiled.flow.step(commit.checkpoint.step_id)
         try:
             args = templates.render_tree(dict(notify.args), ctx)

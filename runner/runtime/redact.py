@@ -14,8 +14,9 @@ REDACTED = "[secret {}]"
 
 def redactor(compiled: CompiledFlow, environ: Mapping[str, str]) -> Callable[[Any], Any]:
     """Replaces the value of every secret the flow reads, wherever it appears."""
-    secrets = {name: environ[name] for name in secret_names(compiled)
-               if len(environ.get(name, "")) >= 4}
+    secrets = {
+        name: environ[name] for name in secret_names(compiled) if len(environ.get(name, "")) >= 4
+    }
     if not secrets:
         return lambda value: value
 

@@ -82,6 +82,7 @@ class Retrier:
                 return False
             elapsed = self.clock.monotonic() - started
             return elapsed + self._wait(state) > deadline
+
         return stop
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
@@ -104,9 +105,7 @@ class Retrier:
     def _record(self, state: tenacity.RetryCallState, attempts: list[Attempt]) -> None:
         error: Any = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else None
-        attempt = Attempt(state.attempt_number, getattr(error, "kind", "error"), str(error),
-                          wait)
+        attempt = Attempt(state.attempt_number, getattr(error, "kind", "error"), str(error), wait)
         attempts.append(attempt)
         if self.on_attempt:
             self.on_attempt(attempt)
-

@@ -36,9 +36,11 @@ class Usage:
     def exceeded(self, budget: Budget | None) -> str | None:
         if budget is None:
             return None
-        limits = (("model calls", self.llm_calls, budget.max_llm_calls),
-                  ("tokens", self.tokens, budget.max_tokens),
-                  ("cost in USD", self.cost_usd, budget.max_cost_usd))
+        limits = (
+            ("model calls", self.llm_calls, budget.max_llm_calls),
+            ("tokens", self.tokens, budget.max_tokens),
+            ("cost in USD", self.cost_usd, budget.max_cost_usd),
+        )
         for what, used, limit in limits:
             if limit is not None and used >= limit:
                 return f"budget reached: {used:g} {what} used, the limit is {limit:g}"
@@ -67,9 +69,17 @@ class Session:
             return None
         return str(templates.render(model.api_base, {"env": self.environ}))
 
-    def ask(self, messages: Sequence[Mapping[str, Any]], schema: Any, *, model: str | None,
-            repairs: int, logprobs: bool = False, temperature: float | None = None,
-            tools: Sequence[Mapping[str, Any]] = ()) -> Answer:
+    def ask(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        schema: Any,
+        *,
+        model: str | None,
+        repairs: int,
+        logprobs: bool = False,
+        temperature: float | None = None,
+        tools: Sequence[Mapping[str, Any]] = (),
+    ) -> Answer:
         """Ask until the answer fits `schema`, sending each invalid one back with its
         validation error, at most `repairs` times."""
         conversation = list(messages)
@@ -77,26 +87,52 @@ class Session:
         for repair in range(repairs + 1):
             # With tools on offer the model must be free to ask for them: the schema is
             # then checked on the final answer only, not imposed on every turn.
-            response = self.call(conversation, None if tools else schema, model=model,
-                                 logprobs=logprobs,
-                                 temperature=temperature, tools=tools, repair=repair)
+            response = self.call(
+                conversation,
+                None if tools else schema,
+                model=model,
+                logprobs=logprobs,
+                temperature=temperature,
+                tools=tools,
+                repair=repair,
+            )
             if response.tool_calls:
                 return Answer(None, response)
             value, problem = parse_answer(response.text, schema)
             if not problem:
                 return Answer(value, response)
-            self.events.append(AnswerInvalid(step_id=self.step.id, repair=repair,
-                                             problem=problem,
-                                             answer=response.text[:ANSWER_LIMIT]))
-            conversation += [{"role": "assistant", "content": response.text},
-                             {"role": "user", "content": f"That answer is not valid: {problem}"
-                              ". Reply again with only the corrected JSON."}]
-        raise LLMError(f"the answer stayed invalid after {repairs} repair"
-                       f"{'s' * (repairs != 1)}: {problem}", ErrorKind.INVALID_OUTPUT)
+            self.events.append(
+                AnswerInvalid(
+                    step_id=self.step.id,
+                    repair=repair,
+                    problem=problem,
+                    answer=response.text[:ANSWER_LIMIT],
+                )
+            )
+            conversation += [
+                {"role": "assistant", "content": response.text},
+                {
+                    "role": "user",
+                    "content": f"That answer is not valid: {problem}"
+                    ". Reply again with only the corrected JSON.",
+                },
+            ]
+        raise LLMError(
+            f"the answer stayed invalid after {repairs} repair{'s' * (repairs != 1)}: {problem}",
+            ErrorKind.INVALID_OUTPUT,
+        )
 
-    def call(self, messages: Sequence[Mapping[str, Any]], schema: Any, *,
-             model: str | None, logprobs: bool = False, temperature: float | None = None,
-             tools: Sequence[Mapping[str, Any]] = (), repair: int = 0) -> LLMResponse:
+    def call(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        schema: Any,
+        *,
+        model: str | None,
+        logprobs: bool = False,
+        temperature: float | None = None,
+        tools: Sequence[Mapping[str, Any]] = (),
+        repair: int = 0,
+    ) -> LLMResponse:
         """One answer, with the model's retries, then each fallback model in turn."""
         primary = self.model(model)
         failure: RetriesExhaustedError | None = None
@@ -105,12 +141,17 @@ class Session:
             if reached:
                 raise BudgetExceededError(reached)
             request = LLMRequest(
-                model=candidate.model, messages=messages, schema=schema,
+                model=candidate.model,
+                messages=messages,
+                schema=schema,
                 temperature=candidate.temperature if temperature is None else temperature,
                 max_tokens=candidate.max_tokens,
                 timeout_seconds=self.step.timeout_seconds or candidate.timeout_seconds,
-                logprobs=logprobs, tools=tools, step_id=self.step.id,
-                api_base=self.api_base(candidate))
+                logprobs=logprobs,
+                tools=tools,
+                step_id=self.step.id,
+                api_base=self.api_base(candidate),
+            )
             failed: list[Attempt] = []
 
             def attempt(request: LLMRequest = request) -> LLMResponse:
@@ -118,8 +159,9 @@ class Session:
                 return response
 
             try:
-                response = self.retrier(self.step.retry or candidate.retry,
-                                        failed.append).call(attempt)
+                response = self.retrier(self.step.retry or candidate.retry, failed.append).call(
+                    attempt
+                )
             except RetriesExhaustedError as exc:
                 self._failed(candidate, exc.attempts)
                 failure = exc
@@ -131,9 +173,17 @@ class Session:
         raise failure
 
     def _failed(self, model: Model, attempts: list[Attempt]) -> None:
-        self.events += [AttemptFailed(
-            step_id=self.step.id, model=model.model, attempt=a.number, error_kind=a.kind,
-            message=a.message, wait=a.wait_seconds) for a in attempts]
+        self.events += [
+            AttemptFailed(
+                step_id=self.step.id,
+                model=model.model,
+                attempt=a.number,
+                error_kind=a.kind,
+                message=a.message,
+                wait=a.wait_seconds,
+            )
+            for a in attempts
+        ]
         self.usage.llm_calls += len(attempts)
 
     def _record(self, model: Model, response: LLMResponse, attempts: int, repair: int) -> None:
@@ -141,10 +191,18 @@ class Session:
         self.usage.llm_calls += 1
         self.usage.tokens += tokens
         self.usage.cost_usd += response.cost_usd or 0.0
-        self.events.append(ModelCalled(
-            step_id=self.step.id, model=model.model, attempts=attempts, repair=repair,
-            prompt_tokens=response.prompt_tokens, completion_tokens=response.completion_tokens,
-            cost_usd=response.cost_usd, latency_ms=round(response.latency_ms, 1)))
+        self.events.append(
+            ModelCalled(
+                step_id=self.step.id,
+                model=model.model,
+                attempts=attempts,
+                repair=repair,
+                prompt_tokens=response.prompt_tokens,
+                completion_tokens=response.completion_tokens,
+                cost_usd=response.cost_usd,
+                latency_ms=round(response.latency_ms, 1),
+            )
+        )
 
 
 def parse_answer(text: str, schema: Any) -> tuple[Any, str]:

@@ -17,9 +17,15 @@ def flow_version(compiled: CompiledFlow) -> FlowVersion:
     path = Path(document.file).resolve()
     root = git_root(path.parent)
     return FlowVersion(
-        compiled.flow.digest, compiled.flow.name, document.file, document.text,
-        _git_commit(path), abs_path=str(path), git_root=str(root) if root else None,
-        repo_path=path.relative_to(root).as_posix() if root else None)
+        compiled.flow.digest,
+        compiled.flow.name,
+        document.file,
+        document.text,
+        _git_commit(path),
+        abs_path=str(path),
+        git_root=str(root) if root else None,
+        repo_path=path.relative_to(root).as_posix() if root else None,
+    )
 
 
 def git_root(folder: Path) -> Path | None:
@@ -34,12 +40,17 @@ def _git_commit(path: Path) -> str | None:
     """HEAD's commit when the flow file is tracked and unchanged there, else None."""
     try:
         folder = str(path.parent)
-        dirty = subprocess.run(["git", "-C", folder, "status", "--porcelain", "--",
-                                path.name], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", folder, "status", "--porcelain", "--", path.name],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         if dirty.returncode != 0 or dirty.stdout.strip():
             return None
-        head = subprocess.run(["git", "-C", folder, "rev-parse", "HEAD"],
-                              capture_output=True, text=True, timeout=5)
+        head = subprocess.run(
+            ["git", "-C", folder, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         return head.stdout.strip() or None if head.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None

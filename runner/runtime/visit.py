@@ -38,8 +38,7 @@ class RunState:
 class Visit:
     """What one step's run may use; implements `runner.kinds.base.StepRun`."""
 
-    def __init__(self, engine: Engine, compiled: CompiledFlow, step: Step,
-                 state: RunState) -> None:
+    def __init__(self, engine: Engine, compiled: CompiledFlow, step: Step, state: RunState) -> None:
         self.engine, self.compiled, self.step, self.state = engine, compiled, step, state
 
     @property
@@ -61,10 +60,15 @@ class Visit:
         return self.engine.session(self.compiled, self.step, self.state)
 
     def call_tool(self, tool: Tool, args: Any, default_key: str) -> StepResult:
-        ctx = {"input": self.state.input, "run": {"id": self.run_id, "flow": self.state.flow},
-               "env": self.engine.environ, "secret": self.engine.environ}
-        return self.engine.tools.call_tool(self.compiled, self.step, tool, args, ctx,
-                                           self.run_id, default_key)
+        ctx = {
+            "input": self.state.input,
+            "run": {"id": self.run_id, "flow": self.state.flow},
+            "env": self.engine.environ,
+            "secret": self.engine.environ,
+        }
+        return self.engine.tools.call_tool(
+            self.compiled, self.step, tool, args, ctx, self.run_id, default_key
+        )
 
     def recorded(self) -> list[Event]:
         return self.engine.store.events(self.run_id)
@@ -82,5 +86,3 @@ def context(state: RunState, environ: Mapping[str, str]) -> dict[str, Any]:
         "env": environ,
         "secret": environ,
     }
-
-

@@ -34,8 +34,9 @@ class Store(Protocol):
     url: str
     """Where the store is, as a database URL."""
 
-    def create_run(self, run_id: str, version: FlowVersion, input_value: Any,
-                   first_step: str, owner: str) -> None:
+    def create_run(
+        self, run_id: str, version: FlowVersion, input_value: Any, first_step: str, owner: str
+    ) -> None:
         """Pin `version` (stored once per digest, never changed after) and create the run
         at `first_step`, status running, leased to `owner`, with a `run_started` event;
         one transaction."""
@@ -50,13 +51,20 @@ class Store(Protocol):
         there is none or the prefix is ambiguous."""
         ...
 
-    def list_runs(self, *, status: str | None = None, flow: str | None = None,
-                  limit: int = 50) -> list[RunRecord]:
+    def list_runs(
+        self, *, status: str | None = None, flow: str | None = None, limit: int = 50
+    ) -> list[RunRecord]:
         """Runs newest first, at most `limit`, optionally of one status and one flow."""
         ...
 
-    def claim(self, run_id: str, owner: str, *, statuses: Sequence[str] = ("running",),
-              reopen_at: str | None = None) -> RunRecord:
+    def claim(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        statuses: Sequence[str] = ("running",),
+        reopen_at: str | None = None,
+    ) -> RunRecord:
         """Lease the run to `owner` and return it as claimed. The run must be in one of
         `statuses`. A live lease is respected (StoreError); an expired one, or one held
         by a dead process on this host, is taken over. With `reopen_at` the run is set
@@ -88,10 +96,18 @@ class Store(Protocol):
         """Append events to the run's audit trail, in one transaction."""
         ...
 
-    def decide(self, record: RunRecord, decision: Decision, *, status: str, position: str,
-               owner: str | None = None, checkpoint: Checkpoint | None = None,
-               effect: tuple[str, str, Any] | None = None,
-               due_at: datetime | None = None) -> None:
+    def decide(
+        self,
+        record: RunRecord,
+        decision: Decision,
+        *,
+        status: str,
+        position: str,
+        owner: str | None = None,
+        checkpoint: Checkpoint | None = None,
+        effect: tuple[str, str, Any] | None = None,
+        due_at: datetime | None = None,
+    ) -> None:
         """Record a person's decision and move the run to `status` at `position`, with an
         optional checkpoint and finished effect `(key, status, result)`, in one
         transaction, and only if the run is unleased and still as `record` shows it

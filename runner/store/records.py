@@ -10,8 +10,17 @@ from typing import Any
 
 from runner.core.events import Event, now
 
-__all__ = ["Checkpoint", "Decision", "Effect", "Event", "FlowVersion", "RunRecord",
-           "StepCommit", "aware", "now"]
+__all__ = [
+    "Checkpoint",
+    "Decision",
+    "Effect",
+    "Event",
+    "FlowVersion",
+    "RunRecord",
+    "StepCommit",
+    "aware",
+    "now",
+]
 
 
 def aware(value: datetime | None) -> datetime | None:

@@ -82,12 +82,16 @@ def read_revision(conn: sa.Connection, url: str) -> Revision:
             return Revision(found)
     if not names & set(metadata.tables):
         return Revision(None)
-    if meta.name in names and conn.execute(
-            sa.select(meta.c.value).where(meta.c.key == "schema")).scalar() == "1":
+    if (
+        meta.name in names
+        and conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema")).scalar() == "1"
+    ):
         return Revision(RELEASE_0_1, stamped=False)
-    raise StoreError(f"the run store at {safe_url(url)} has runner's tables but no schema "
-                     "revision (a runner older than release 0.1 made it): keep it aside "
-                     "with the runner that made it, or start a new one (--db or RUNNER_DB)")
+    raise StoreError(
+        f"the run store at {safe_url(url)} has runner's tables but no schema "
+        "revision (a runner older than release 0.1 made it): keep it aside "
+        "with the runner that made it, or start a new one (--db or RUNNER_DB)"
+    )
 
 
 def ensure_schema(engine: sa.Engine, url: str, *, upgrade: bool) -> tuple[Revision, str]:
@@ -116,13 +120,16 @@ def refuse_unknown(revision: Revision, url: str) -> None:
             f"the run store at {safe_url(url)} is at schema revision {revision.current}, "
             f"which this runner does not know (it knows revisions up to {HEAD}): a newer "
             "runner has upgraded it. Use that runner, or another database (--db or "
-            "RUNNER_DB)")
+            "RUNNER_DB)"
+        )
 
 
 def behind_message(revision: Revision, url: str) -> str:
     """Why a database at an older revision is refused, and what to do about it."""
-    return (f"the run store at {safe_url(url)} is at schema revision {revision}; this "
-            f"runner needs {HEAD}: {upgrade_hint(url)}")
+    return (
+        f"the run store at {safe_url(url)} is at schema revision {revision}; this "
+        f"runner needs {HEAD}: {upgrade_hint(url)}"
+    )
 
 
 def upgrade_hint(url: str) -> str:

@@ -61,7 +61,8 @@ class SqlStore:
         # An in-memory database is one connection shared by all threads: take turns.
         memory = self.engine.pool.__class__ is sa.pool.StaticPool
         self._lock: contextlib.AbstractContextManager[Any] = (
-            threading.RLock() if memory else contextlib.nullcontext())
+            threading.RLock() if memory else contextlib.nullcontext()
+        )
         # Flow versions are immutable once stored: no need to look for them again.
         self._stored_versions: set[str] = set()
         self._compiled = CompiledStatements(self.engine.dialect) if sqlite else None
@@ -99,45 +100,85 @@ class SqlStore:
         return self._compiled.execute(conn, statement, params)
 
     # -- flow versions and runs --------------------------------------------------------
-    def create_run(self, run_id: str, version: FlowVersion, input_value: Any,
-                   first_step: str, owner: str) -> None:
+    def create_run(
+        self, run_id: str, version: FlowVersion, input_value: Any, first_step: str, owner: str
+    ) -> None:
         """Pin the flow version and create the run, already leased to `owner`."""
         stamp = now()
         with self._begin() as conn:
             self._pin(conn, version, stamp)
-            conn.execute(INSERT_RUN, {
-                "id": run_id, "flow_name": version.name, "flow_digest": version.digest,
-                "status": "running", "position": first_step, "input": input_value,
-                "steps_run": 0, "llm_calls": 0, "tokens": 0, "cost_usd": 0.0,
-                "lease_owner": owner, "lease_expires": lease_until(stamp),
-                "created_at": stamp, "updated_at": stamp, "failed_step": None,
-                "reason": None, "error": None})
-            self._insert_events(conn, run_id, [RunStarted(
-                flow=version.name, digest=version.digest, git_commit=version.git_commit)])
+            conn.execute(
+                INSERT_RUN,
+                {
+                    "id": run_id,
+                    "flow_name": version.name,
+                    "flow_digest": version.digest,
+                    "status": "running",
+                    "position": first_step,
+                    "input": input_value,
+                    "steps_run": 0,
+                    "llm_calls": 0,
+                    "tokens": 0,
+                    "cost_usd": 0.0,
+                    "lease_owner": owner,
+                    "lease_expires": lease_until(stamp),
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                    "failed_step": None,
+                    "reason": None,
+                    "error": None,
+                },
+            )
+            self._insert_events(
+                conn,
+                run_id,
+                [
+                    RunStarted(
+                        flow=version.name, digest=version.digest, git_commit=version.git_commit
+                    )
+                ],
+            )
 
     def _pin(self, conn: sa.Connection, version: FlowVersion, stamp: Any) -> None:
         """Store a flow version unless it is stored already."""
         if version.digest in self._stored_versions:
             return
-        known = conn.execute(sa.select(flow_versions.c.digest)
-                             .where(flow_versions.c.digest == version.digest)).first()
+        known = conn.execute(
+            sa.select(flow_versions.c.digest).where(flow_versions.c.digest == version.digest)
+        ).first()
         if known is None:
-            conn.execute(flow_versions.insert().values(
-                digest=version.digest, name=version.name, path=version.path,
-                git_commit=version.git_commit, text=version.text, created_at=stamp,
-                abs_path=version.abs_path, git_root=version.git_root,
-                repo_path=version.repo_path))
+            conn.execute(
+                flow_versions.insert().values(
+                    digest=version.digest,
+                    name=version.name,
+                    path=version.path,
+                    git_commit=version.git_commit,
+                    text=version.text,
+                    created_at=stamp,
+                    abs_path=version.abs_path,
+                    git_root=version.git_root,
+                    repo_path=version.repo_path,
+                )
+            )
 
     def flow_version(self, digest: str) -> FlowVersion:
         """The pinned flow version with this digest."""
         with self._connect() as conn:
-            row = conn.execute(flow_versions.select()
-                               .where(flow_versions.c.digest == digest)).first()
+            row = conn.execute(
+                flow_versions.select().where(flow_versions.c.digest == digest)
+            ).first()
         if row is None:
             raise StoreError(f"flow version {digest[:12]} is not in the store")
-        return FlowVersion(row.digest, row.name, row.path, row.text, row.git_commit,
-                           abs_path=row.abs_path, git_root=row.git_root,
-                           repo_path=row.repo_path)
+        return FlowVersion(
+            row.digest,
+            row.name,
+            row.path,
+            row.text,
+            row.git_commit,
+            abs_path=row.abs_path,
+            git_root=row.git_root,
+            repo_path=row.repo_path,
+        )
 
     def run(self, run_id: str) -> RunRecord:
         """The run with this id, or the only one whose id starts with it."""
@@ -147,8 +188,9 @@ class SqlStore:
                 row = _by_prefix(conn, run_id)
         return _run_record(row)
 
-    def list_runs(self, *, status: str | None = None, flow: str | None = None,
-                  limit: int = 50) -> list[RunRecord]:
+    def list_runs(
+        self, *, status: str | None = None, flow: str | None = None, limit: int = 50
+    ) -> list[RunRecord]:
         """Runs newest first, optionally of one status and one flow."""
         query = runs.select().order_by(runs.c.created_at.desc(), runs.c.id).limit(limit)
         if status:
@@ -158,8 +200,14 @@ class SqlStore:
         with self._connect() as conn:
             return [_run_record(row) for row in conn.execute(query)]
 
-    def claim(self, run_id: str, owner: str, *, statuses: Sequence[str] = ("running",),
-              reopen_at: str | None = None) -> RunRecord:
+    def claim(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        statuses: Sequence[str] = ("running",),
+        reopen_at: str | None = None,
+    ) -> RunRecord:
         """Lease a run to `owner`. A lease held by a live process is respected; one whose
         holder died (expired, or a dead process on this host) is taken over. With
         `reopen_at`, a run in one of `statuses` is set running again at that step."""
@@ -167,29 +215,43 @@ class SqlStore:
         if record.status not in statuses:
             raise StoreError(f"run {record.id} is {record.status}; cannot resume it here")
         with self._begin() as conn:
-            lease = conn.execute(sa.select(runs.c.lease_owner, runs.c.lease_expires)
-                                 .where(runs.c.id == record.id)).one()
+            lease = conn.execute(
+                sa.select(runs.c.lease_owner, runs.c.lease_expires).where(runs.c.id == record.id)
+            ).one()
             if not lease_free(lease.lease_owner, aware(lease.lease_expires)):
                 raise StoreError(f"run {record.id} is being run by {lease.lease_owner}")
             stamp = now()
-            values: dict[str, Any] = {"lease_owner": owner, "updated_at": stamp,
-                                      "lease_expires": lease_until(stamp)}
+            values: dict[str, Any] = {
+                "lease_owner": owner,
+                "updated_at": stamp,
+                "lease_expires": lease_until(stamp),
+            }
             if reopen_at:
                 values.update(status="running", position=reopen_at, reason=None, error=None)
-            updated = conn.execute(runs.update().where(
-                runs.c.id == record.id, runs.c.status == record.status,
-                _same(runs.c.lease_owner, lease.lease_owner)).values(**values))
+            updated = conn.execute(
+                runs.update()
+                .where(
+                    runs.c.id == record.id,
+                    runs.c.status == record.status,
+                    _same(runs.c.lease_owner, lease.lease_owner),
+                )
+                .values(**values)
+            )
             if updated.rowcount != 1:
                 raise StoreError(f"run {record.id} was claimed by another process")
-            self._insert_events(conn, record.id, [RunResumed(
-                owner=owner, from_step=reopen_at or record.position)])
+            self._insert_events(
+                conn, record.id, [RunResumed(owner=owner, from_step=reopen_at or record.position)]
+            )
         return self.run(record.id)
 
     def release(self, run_id: str, owner: str) -> None:
         """Give up `owner`'s lease on the run, if it holds it."""
         with self._begin() as conn:
-            conn.execute(runs.update().where(runs.c.id == run_id, runs.c.lease_owner == owner)
-                         .values(lease_owner=None, lease_expires=None))
+            conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id, runs.c.lease_owner == owner)
+                .values(lease_owner=None, lease_expires=None)
+            )
 
     # -- steps -------------------------------------------------------------------------
     def commit_step(self, run_id: str, owner: str, commit: StepCommit) -> None:
@@ -198,44 +260,75 @@ class SqlStore:
         stamp = now()
         ending = commit.status != "running"
         run = {
-            "rid": run_id, "owner": owner, "new_owner": None if ending else owner,
-            "status": commit.status, "position": commit.position, "updated_at": stamp,
-            "failed_step": commit.failed_step, "reason": commit.reason, "error": commit.error,
+            "rid": run_id,
+            "owner": owner,
+            "new_owner": None if ending else owner,
+            "status": commit.status,
+            "position": commit.position,
+            "updated_at": stamp,
+            "failed_step": commit.failed_step,
+            "reason": commit.reason,
+            "error": commit.error,
             "lease_expires": None if ending else lease_until(stamp),
-            "llm_calls": commit.usage[0], "tokens": commit.usage[1],
-            "cost_usd": commit.usage[2], "due_at": commit.due_at}
+            "llm_calls": commit.usage[0],
+            "tokens": commit.usage[1],
+            "cost_usd": commit.usage[2],
+            "due_at": commit.due_at,
+        }
         with self._begin() as conn:
             if self._execute(conn, ADVANCE_RUN, run) != 1:
                 raise StoreError(f"run {run_id} is no longer leased to this process")
             self._execute(conn, INSERT_CHECKPOINT, _checkpoint_row(run_id, commit.checkpoint))
             if commit.effect:
                 key, status, result = commit.effect
-                self._execute(conn, FINISH_EFFECT, {"k": key, "status": status,
-                                                    "result": result, "finished_at": stamp})
+                self._execute(
+                    conn,
+                    FINISH_EFFECT,
+                    {"k": key, "status": status, "result": result, "finished_at": stamp},
+                )
             self._insert_events(conn, run_id, commit.events)
 
-    def _insert_events(self, conn: sa.Connection, run_id: str,
-                       batch: Sequence[Event]) -> None:
+    def _insert_events(self, conn: sa.Connection, run_id: str, batch: Sequence[Event]) -> None:
         for event in batch:
-            self._execute(conn, INSERT_EVENTS, {
-                "run_id": run_id, "at": event.at, "kind": event.kind,
-                "step_id": event.step_id, "data": dict(event.data)})
+            self._execute(
+                conn,
+                INSERT_EVENTS,
+                {
+                    "run_id": run_id,
+                    "at": event.at,
+                    "kind": event.kind,
+                    "step_id": event.step_id,
+                    "data": dict(event.data),
+                },
+            )
 
     def checkpoints(self, run_id: str) -> list[Checkpoint]:
         """The run's finished steps, by `seq`."""
-        query = checkpoints.select().where(checkpoints.c.run_id == run_id) \
-            .order_by(checkpoints.c.seq)
+        query = (
+            checkpoints.select().where(checkpoints.c.run_id == run_id).order_by(checkpoints.c.seq)
+        )
         with self._connect() as conn:
-            return [Checkpoint(r.seq, r.step_id, r.outcome, r.route, r.output, r.attempts,
-                               aware(r.started_at) or now(), aware(r.finished_at) or now())
-                    for r in conn.execute(query)]
+            return [
+                Checkpoint(
+                    r.seq,
+                    r.step_id,
+                    r.outcome,
+                    r.route,
+                    r.output,
+                    r.attempts,
+                    aware(r.started_at) or now(),
+                    aware(r.finished_at) or now(),
+                )
+                for r in conn.execute(query)
+            ]
 
     def events(self, run_id: str) -> list[Event]:
         """The run's audit trail, oldest first, each event as its typed record."""
         query = events.select().where(events.c.run_id == run_id).order_by(events.c.id)
         with self._connect() as conn:
-            return [parse(r.kind, r.step_id, r.data, aware(r.at) or now())
-                    for r in conn.execute(query)]
+            return [
+                parse(r.kind, r.step_id, r.data, aware(r.at) or now()) for r in conn.execute(query)
+            ]
 
     def add_events(self, run_id: str, batch: Sequence[Event]) -> None:
         """Append events to the run's audit trail, in one transaction."""
@@ -243,49 +336,101 @@ class SqlStore:
             self._insert_events(conn, run_id, batch)
 
     # -- decisions ---------------------------------------------------------------------
-    def decide(self, record: RunRecord, decision: Decision, *, status: str, position: str,
-               owner: str | None = None, checkpoint: Checkpoint | None = None,
-               effect: tuple[str, str, Any] | None = None,
-               due_at: datetime | None = None) -> None:
+    def decide(
+        self,
+        record: RunRecord,
+        decision: Decision,
+        *,
+        status: str,
+        position: str,
+        owner: str | None = None,
+        checkpoint: Checkpoint | None = None,
+        effect: tuple[str, str, Any] | None = None,
+        due_at: datetime | None = None,
+    ) -> None:
         """Record a decision and move the run, in one transaction, only if the run is
         still exactly as `record` shows it: of two people deciding at once, one wins."""
         stamp = now()
         with self._begin() as conn:
-            updated = conn.execute(runs.update().where(
-                runs.c.id == record.id, runs.c.status == record.status,
-                runs.c.steps_run == record.steps_run, runs.c.lease_owner.is_(None)).values(
-                status=status, position=position, updated_at=stamp, lease_owner=owner,
-                lease_expires=lease_until(stamp) if owner else None,
-                reason=None if status == "running" else record.reason, due_at=due_at,
-                steps_run=runs.c.steps_run + (1 if checkpoint else 0)))
+            updated = conn.execute(
+                runs.update()
+                .where(
+                    runs.c.id == record.id,
+                    runs.c.status == record.status,
+                    runs.c.steps_run == record.steps_run,
+                    runs.c.lease_owner.is_(None),
+                )
+                .values(
+                    status=status,
+                    position=position,
+                    updated_at=stamp,
+                    lease_owner=owner,
+                    lease_expires=lease_until(stamp) if owner else None,
+                    reason=None if status == "running" else record.reason,
+                    due_at=due_at,
+                    steps_run=runs.c.steps_run + (1 if checkpoint else 0),
+                )
+            )
             if updated.rowcount != 1:
-                raise StoreError(f"run {record.id} changed while this decision was made "
-                                 "(someone else decided first?): look at it again")
+                raise StoreError(
+                    f"run {record.id} changed while this decision was made "
+                    "(someone else decided first?): look at it again"
+                )
             conn.execute(decisions.insert().values(**_decision_row(decision)))
             if checkpoint is not None:
                 conn.execute(INSERT_CHECKPOINT, _checkpoint_row(record.id, checkpoint))
             if effect is not None:
                 key, effect_status, result = effect
-                conn.execute(FINISH_EFFECT, {"k": key, "status": effect_status,
-                                              "result": result, "finished_at": stamp})
-            self._insert_events(conn, record.id, [DecisionMade(
-                step_id=decision.step_id, decision=decision.decision, by=decision.decided_by,
-                content_hash=decision.content_hash, note=decision.note, status=status,
-                position=position, diff=decision.diff, override=decision.override)])
+                conn.execute(
+                    FINISH_EFFECT,
+                    {"k": key, "status": effect_status, "result": result, "finished_at": stamp},
+                )
+            self._insert_events(
+                conn,
+                record.id,
+                [
+                    DecisionMade(
+                        step_id=decision.step_id,
+                        decision=decision.decision,
+                        by=decision.decided_by,
+                        content_hash=decision.content_hash,
+                        note=decision.note,
+                        status=status,
+                        position=position,
+                        diff=decision.diff,
+                        override=decision.override,
+                    )
+                ],
+            )
 
     def decisions(self, run_id: str) -> list[Decision]:
         """The decisions made on the run, oldest first."""
         query = decisions.select().where(decisions.c.run_id == run_id).order_by(decisions.c.id)
         with self._connect() as conn:
-            return [Decision(r.run_id, r.step_id, r.decision, r.decided_by, r.content_hash,
-                             r.note, r.content, aware(r.decided_at) or now(), r.diff,
-                             r.override)
-                    for r in conn.execute(query)]
+            return [
+                Decision(
+                    r.run_id,
+                    r.step_id,
+                    r.decision,
+                    r.decided_by,
+                    r.content_hash,
+                    r.note,
+                    r.content,
+                    aware(r.decided_at) or now(),
+                    r.diff,
+                    r.override,
+                )
+                for r in conn.execute(query)
+            ]
 
     def due_runs(self, at: datetime, limit: int = 100) -> list[RunRecord]:
         """Runs waiting for review whose review expired by `at`, the oldest due first."""
-        query = runs.select().where(runs.c.status == "escalated", runs.c.due_at <= at) \
-            .order_by(runs.c.due_at).limit(limit)
+        query = (
+            runs.select()
+            .where(runs.c.status == "escalated", runs.c.due_at <= at)
+            .order_by(runs.c.due_at)
+            .limit(limit)
+        )
         with self._connect() as conn:
             return [_run_record(row) for row in conn.execute(query)]
 
@@ -306,21 +451,38 @@ class SqlStore:
                 return _effect(row)
             try:
                 if row is None:
-                    conn.execute(effects.insert().values(
-                        key=key, run_id=run_id, step_id=step_id, tool=tool,
-                        status="started", started_at=now()))
+                    conn.execute(
+                        effects.insert().values(
+                            key=key,
+                            run_id=run_id,
+                            step_id=step_id,
+                            tool=tool,
+                            status="started",
+                            started_at=now(),
+                        )
+                    )
                 else:
-                    conn.execute(effects.update().where(effects.c.key == key).values(
-                        status="started", run_id=run_id, step_id=step_id, result=None,
-                        started_at=now(), finished_at=None))
+                    conn.execute(
+                        effects.update()
+                        .where(effects.c.key == key)
+                        .values(
+                            status="started",
+                            run_id=run_id,
+                            step_id=step_id,
+                            result=None,
+                            started_at=now(),
+                            finished_at=None,
+                        )
+                    )
             except IntegrityError as exc:  # another process wrote the key first
                 raise StoreError(f"effect {key} was started by another process") from exc
         return None
 
 
 def _by_prefix(conn: sa.Connection, prefix: str) -> Any:
-    rows = conn.execute(runs.select().where(runs.c.id.startswith(prefix, autoescape=True))
-                        .limit(2)).all()
+    rows = conn.execute(
+        runs.select().where(runs.c.id.startswith(prefix, autoescape=True)).limit(2)
+    ).all()
     if len(rows) == 1:
         return rows[0]
     raise StoreError(f"no run {prefix}" if not rows else f"run id {prefix} is ambiguous")
@@ -331,17 +493,32 @@ def _same(column: Any, value: Any) -> Any:
 
 
 def _checkpoint_row(run_id: str, cp: Checkpoint) -> dict[str, Any]:
-    return {"run_id": run_id, "seq": cp.seq, "step_id": cp.step_id, "outcome": cp.outcome,
-            "route": cp.route, "output": cp.output, "attempts": cp.attempts,
-            "started_at": cp.started_at, "finished_at": cp.finished_at}
+    return {
+        "run_id": run_id,
+        "seq": cp.seq,
+        "step_id": cp.step_id,
+        "outcome": cp.outcome,
+        "route": cp.route,
+        "output": cp.output,
+        "attempts": cp.attempts,
+        "started_at": cp.started_at,
+        "finished_at": cp.finished_at,
+    }
 
 
 def _decision_row(decision: Decision) -> dict[str, Any]:
-    return {"run_id": decision.run_id, "step_id": decision.step_id,
-            "decision": decision.decision, "decided_by": decision.decided_by,
-            "decided_at": decision.decided_at, "content_hash": decision.content_hash,
-            "note": decision.note, "content": decision.content, "diff": decision.diff,
-            "override": decision.override}
+    return {
+        "run_id": decision.run_id,
+        "step_id": decision.step_id,
+        "decision": decision.decision,
+        "decided_by": decision.decided_by,
+        "decided_at": decision.decided_at,
+        "content_hash": decision.content_hash,
+        "note": decision.note,
+        "content": decision.content,
+        "diff": decision.diff,
+        "override": decision.override,
+    }
 
 
 def _effect(row: Any) -> Effect:
@@ -350,10 +527,21 @@ def _effect(row: Any) -> Effect:
 
 def _run_record(row: Any) -> RunRecord:
     return RunRecord(
-        id=row.id, flow_name=row.flow_name, flow_digest=row.flow_digest, status=row.status,
-        position=row.position, failed_step=row.failed_step, reason=row.reason,
-        error=row.error, input=row.input, steps_run=row.steps_run, llm_calls=row.llm_calls,
-        tokens=row.tokens, cost_usd=row.cost_usd,
-        lease_owner=row.lease_owner, created_at=aware(row.created_at) or now(),
-        updated_at=aware(row.updated_at) or now(), due_at=aware(row.due_at),
+        id=row.id,
+        flow_name=row.flow_name,
+        flow_digest=row.flow_digest,
+        status=row.status,
+        position=row.position,
+        failed_step=row.failed_step,
+        reason=row.reason,
+        error=row.error,
+        input=row.input,
+        steps_run=row.steps_run,
+        llm_calls=row.llm_calls,
+        tokens=row.tokens,
+        cost_usd=row.cost_usd,
+        lease_owner=row.lease_owner,
+        created_at=aware(row.created_at) or now(),
+        updated_at=aware(row.updated_at) or now(),
+        due_at=aware(row.due_at),
     )

@@ -29,8 +29,12 @@ def sqlite_engine(url: sa.URL, *, durable: bool) -> sa.Engine:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, json_serializer=dumps)
     else:  # one connection, shared by every thread: the database lives in it
-        engine = sa.create_engine(url, json_serializer=dumps, poolclass=sa.pool.StaticPool,
-                                  connect_args={"check_same_thread": False})
+        engine = sa.create_engine(
+            url,
+            json_serializer=dumps,
+            poolclass=sa.pool.StaticPool,
+            connect_args={"check_same_thread": False},
+        )
     _listen(engine, durable=durable)
     return engine
 

@@ -16,13 +16,15 @@ import sqlalchemy as sa
 metadata = sa.MetaData()  # change it only together with a new migration (migrations/)
 
 meta = sa.Table(
-    "runner_meta", metadata,
+    "runner_meta",
+    metadata,
     sa.Column("key", sa.String(50), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
 
 flow_versions = sa.Table(
-    "flow_versions", metadata,
+    "flow_versions",
+    metadata,
     sa.Column("digest", sa.String(64), primary_key=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("path", sa.Text, nullable=False),
@@ -37,11 +39,11 @@ flow_versions = sa.Table(
 )
 
 runs = sa.Table(
-    "runs", metadata,
+    "runs",
+    metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("flow_name", sa.String(200), nullable=False, index=True),
-    sa.Column("flow_digest", sa.String(64), sa.ForeignKey("flow_versions.digest"),
-              nullable=False),
+    sa.Column("flow_digest", sa.String(64), sa.ForeignKey("flow_versions.digest"), nullable=False),
     sa.Column("status", sa.String(20), nullable=False, index=True),
     sa.Column("position", sa.String(100), nullable=False),
     sa.Column("failed_step", sa.String(100)),
@@ -61,7 +63,8 @@ runs = sa.Table(
 )
 
 checkpoints = sa.Table(
-    "checkpoints", metadata,
+    "checkpoints",
+    metadata,
     sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.id"), primary_key=True),
     sa.Column("seq", sa.Integer, primary_key=True),
     sa.Column("step_id", sa.String(100), nullable=False),
@@ -74,7 +77,8 @@ checkpoints = sa.Table(
 )
 
 effects = sa.Table(
-    "effects", metadata,
+    "effects",
+    metadata,
     sa.Column("key", sa.String(500), primary_key=True),
     sa.Column("run_id", sa.String(64), nullable=False, index=True),
     sa.Column("step_id", sa.String(100), nullable=False),
@@ -86,7 +90,8 @@ effects = sa.Table(
 )
 
 decisions = sa.Table(
-    "decisions", metadata,
+    "decisions",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.id"), nullable=False, index=True),
     sa.Column("step_id", sa.String(100)),
@@ -103,7 +108,8 @@ decisions = sa.Table(
 )
 
 events = sa.Table(
-    "events", metadata,
+    "events",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.String(64), nullable=False, index=True),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
@@ -113,25 +119,42 @@ events = sa.Table(
 )
 
 alembic_version = sa.Table(
-    "alembic_version", sa.MetaData(),
+    "alembic_version",
+    sa.MetaData(),
     sa.Column("version_num", sa.String(32), nullable=False),
     sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
 )
 
 
 # Statements built once: building them per step costs more than running them.
-ADVANCE_RUN = runs.update().where(
-    runs.c.id == sa.bindparam("rid"), runs.c.lease_owner == sa.bindparam("owner")).values(
-    status=sa.bindparam("status"), position=sa.bindparam("position"),
-    updated_at=sa.bindparam("updated_at"), failed_step=sa.bindparam("failed_step"),
-    reason=sa.bindparam("reason"), error=sa.bindparam("error", type_=sa.JSON),
-    steps_run=runs.c.steps_run + sa.literal_column("1"), lease_owner=sa.bindparam("new_owner"),
-    llm_calls=sa.bindparam("llm_calls"), tokens=sa.bindparam("tokens"),
-    cost_usd=sa.bindparam("cost_usd"),
-    lease_expires=sa.bindparam("lease_expires"), due_at=sa.bindparam("due_at"))
+ADVANCE_RUN = (
+    runs.update()
+    .where(runs.c.id == sa.bindparam("rid"), runs.c.lease_owner == sa.bindparam("owner"))
+    .values(
+        status=sa.bindparam("status"),
+        position=sa.bindparam("position"),
+        updated_at=sa.bindparam("updated_at"),
+        failed_step=sa.bindparam("failed_step"),
+        reason=sa.bindparam("reason"),
+        error=sa.bindparam("error", type_=sa.JSON),
+        steps_run=runs.c.steps_run + sa.literal_column("1"),
+        lease_owner=sa.bindparam("new_owner"),
+        llm_calls=sa.bindparam("llm_calls"),
+        tokens=sa.bindparam("tokens"),
+        cost_usd=sa.bindparam("cost_usd"),
+        lease_expires=sa.bindparam("lease_expires"),
+        due_at=sa.bindparam("due_at"),
+    )
+)
 INSERT_RUN = runs.insert()
 INSERT_CHECKPOINT = checkpoints.insert()
-FINISH_EFFECT = effects.update().where(effects.c.key == sa.bindparam("k")).values(
-    status=sa.bindparam("status"), result=sa.bindparam("result", type_=sa.JSON),
-    finished_at=sa.bindparam("finished_at"))
+FINISH_EFFECT = (
+    effects.update()
+    .where(effects.c.key == sa.bindparam("k"))
+    .values(
+        status=sa.bindparam("status"),
+        result=sa.bindparam("result", type_=sa.JSON),
+        finished_at=sa.bindparam("finished_at"),
+    )
+)
 INSERT_EVENTS = events.insert()

@@ -32,18 +32,28 @@ def imported_after(argv: list[str], before: str = "") -> tuple[int, list[str], s
     """Run `main(argv)` in a fresh interpreter: its exit code, the heavy modules loaded,
     and what it printed before them."""
     script = PROBE.format(before=before, argv=argv, heavy=HEAVY)
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     *printed, code, modules = result.stdout.rstrip("\n").split("\n")
     return int(code), ast.literal_eval(modules), "\n".join(printed)
 
 
-@pytest.mark.parametrize("argv", [
-    ["validate", "flows/support.yaml"],
-    ["--help"],
-    ["graph", "flows/support.yaml"],
-], ids=["validate", "help", "graph"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["validate", "flows/support.yaml"],
+        ["--help"],
+        ["graph", "flows/support.yaml"],
+    ],
+    ids=["validate", "help", "graph"],
+)
 def test_light_commands_import_no_heavy_library(argv: list[str]) -> None:
     code, modules, printed = imported_after(argv)
     assert code == 0, printed

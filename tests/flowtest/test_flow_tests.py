@@ -44,8 +44,7 @@ def run(*argv: str) -> tuple[int, str]:
 def case_lines(output: str, name: str) -> list[str]:
     """The lines printed under one case: its FAIL line and its differences."""
     lines = output.splitlines()
-    start = next(i for i, line in enumerate(lines) if line in (f"  PASS {name}",
-                                                                  f"  FAIL {name}"))
+    start = next(i for i, line in enumerate(lines) if line in (f"  PASS {name}", f"  FAIL {name}"))
     end = start + 1
     while end < len(lines) and lines[end].startswith("       "):
         end += 1
@@ -53,7 +52,7 @@ def case_lines(output: str, name: str) -> list[str]:
 
 
 def failed_cases(output: str) -> list[str]:
-    return [line[len("  FAIL "):] for line in output.splitlines() if line.startswith("  FAIL ")]
+    return [line[len("  FAIL ") :] for line in output.splitlines() if line.startswith("  FAIL ")]
 
 
 def copy_flow(flow: str, into: Path, test_text: str | None = None) -> Path:
@@ -76,14 +75,17 @@ def edit(path: Path, old: str, new: str) -> None:
 
 
 # -- the shipped flow tests ----------------------------------------------------------------
-def test_shipped_flow_tests_pass_and_write_junit(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shipped_flow_tests_pass_and_write_junit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(ROOT)
     junit = tmp_path / "j.xml"
     code, output = run("flows/", "examples/", "--junit", str(junit))
     assert code == 0, output
-    expected = {path: [c["name"] for c in yaml.safe_load((ROOT / path).read_text())["cases"]]
-                for path in TEST_FILES}
+    expected = {
+        path: [c["name"] for c in yaml.safe_load((ROOT / path).read_text())["cases"]]
+        for path in TEST_FILES
+    }
     total = sum(len(names) for names in expected.values())
     lines = output.splitlines()
     assert SECONDS.sub("(T s)", lines[-1]) == f"{total} cases: {total} passed, 0 failed (T s)"
@@ -111,8 +113,12 @@ def test_shipped_flow_tests_cover_every_route(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_every_flow_has_a_test_file_beside_it() -> None:
-    flows = sorted(str(p.relative_to(ROOT)) for folder in ("flows", "examples")
-                   for p in (ROOT / folder).glob("*.yaml") if ".test." not in p.name)
+    flows = sorted(
+        str(p.relative_to(ROOT))
+        for folder in ("flows", "examples")
+        for p in (ROOT / folder).glob("*.yaml")
+        if ".test." not in p.name
+    )
     assert flows == sorted(TEST_FILES.values())
     for test_file in TEST_FILES:
         first = (ROOT / test_file).read_text(encoding="utf-8").splitlines()[0]
@@ -122,90 +128,131 @@ def test_every_flow_has_a_test_file_beside_it() -> None:
 # -- broken flows make cases fail --------------------------------------------------------
 BREAKS = [
     pytest.param(
-        "examples/invoice.yaml", 'min: 0.9}', 'min: 0.5}',
+        "examples/invoice.yaml",
+        "min: 0.9}",
+        "min: 0.5}",
         ["an extraction the model is unsure of goes to a person"],
-        ["status: expected escalated, got completed",
-         "effects.record_invoice: expected 0, got 1"],
-        id="threshold-invoice"),
+        ["status: expected escalated, got completed", "effects.record_invoice: expected 0, got 1"],
+        id="threshold-invoice",
+    ),
     pytest.param(
-        "examples/refund.yaml", 'min: 0.85}', 'min: 0.5}',
+        "examples/refund.yaml",
+        "min: 0.85}",
+        "min: 0.5}",
         ["an unsure assessment goes to a person, never to the bank"],
-        ["status: expected escalated, got completed",
-         "reason: expected it to contain 'below 0.85', got ''",
-         "effects.issue_refund: expected 0, got 1"],
-        id="threshold-refund"),
+        [
+            "status: expected escalated, got completed",
+            "reason: expected it to contain 'below 0.85', got ''",
+            "effects.issue_refund: expected 0, got 1",
+        ],
+        id="threshold-refund",
+    ),
     pytest.param(
-        "examples/invoice.yaml", "    on_error: human_review\n", "",
+        "examples/invoice.yaml",
+        "    on_error: human_review\n",
+        "",
         ["a ledger that stays locked sends the invoice to a person, not to the queue"],
-        ["status: expected escalated, got failed (reason: step book failed: failed after 1 "
-         "attempt: #1 exception: sqlite3.OperationalError: database is locked)",
-         "ending: expected human_review, got dead_letter (reason: step book failed: failed "
-         "after 1 attempt: #1 exception: sqlite3.OperationalError: database is locked)"],
-        id="fallback-removed-invoice"),
+        [
+            "status: expected escalated, got failed (reason: step book failed: failed after 1 "
+            "attempt: #1 exception: sqlite3.OperationalError: database is locked)",
+            "ending: expected human_review, got dead_letter (reason: step book failed: failed "
+            "after 1 attempt: #1 exception: sqlite3.OperationalError: database is locked)",
+        ],
+        id="fallback-removed-invoice",
+    ),
     pytest.param(
-        "examples/refund.yaml", "    on_error: human_review\n", "",
+        "examples/refund.yaml",
+        "    on_error: human_review\n",
+        "",
         ["the payments provider refuses the refund, so a person looks at it at once"],
-        ["status: expected escalated, got failed (reason: step refund failed: failed after "
-         "1 attempt: #1 http_4xx: 402 card expired)"],
-        id="fallback-removed-refund"),
+        [
+            "status: expected escalated, got failed (reason: step refund failed: failed after "
+            "1 attempt: #1 http_4xx: 402 card expired)"
+        ],
+        id="fallback-removed-refund",
+    ),
     pytest.param(
-        "flows/support.yaml", "    on_error: human_review\n", "    on_error: dead_letter\n",
+        "flows/support.yaml",
+        "    on_error: human_review\n",
+        "    on_error: dead_letter\n",
         ["the knowledge base times out three times, so a person answers instead of a guess"],
-        ["ending: expected human_review, got dead_letter (reason: step context failed: "
-         "failed after 3 attempts: #1 timeout: scripted timeout; #2 timeout: scripted "
-         "timeout; #3 timeout: scripted timeout)"],
-        id="fallback-changed-support"),
+        [
+            "ending: expected human_review, got dead_letter (reason: step context failed: "
+            "failed after 3 attempts: #1 timeout: scripted timeout; #2 timeout: scripted "
+            "timeout; #3 timeout: scripted timeout)"
+        ],
+        id="fallback-changed-support",
+    ),
     pytest.param(
         "examples/leads.yaml",
         'next: hand_to_sales\n      - when: "steps.score.output.score >= 40"\n'
         "        next: nurture",
         'next: nurture\n      - when: "steps.score.output.score >= 40"\n'
         "        next: hand_to_sales",
-        ["a VP at a large software company is handed to sales and announced once",
-         "a manager at a mid-sized company goes to the nurture list",
-         "the enrichment API rate limits twice, then answers",
-         "the CRM is down for the hot lead, so nobody is alerted about it",
-         "the chat webhook was deleted, so a person looks at the hot lead",
-         "a chat message that timed out may have been posted, so it is not posted again",
-         "the CRM is down for the warm lead, so it waits in the dead-letter queue"],
-        ["steps (- expected, + actual):\n"
-         "      company\n"
-         "      person\n"
-         "      score\n"
-         "      route\n"
-         "    + nurture\n"
-         "    - hand_to_sales\n"
-         "    - alert",
-         "effects.alert_sales: expected 1, got 0"],
-        id="swapped-branches-leads"),
+        [
+            "a VP at a large software company is handed to sales and announced once",
+            "a manager at a mid-sized company goes to the nurture list",
+            "the enrichment API rate limits twice, then answers",
+            "the CRM is down for the hot lead, so nobody is alerted about it",
+            "the chat webhook was deleted, so a person looks at the hot lead",
+            "a chat message that timed out may have been posted, so it is not posted again",
+            "the CRM is down for the warm lead, so it waits in the dead-letter queue",
+        ],
+        [
+            "steps (- expected, + actual):\n"
+            "      company\n"
+            "      person\n"
+            "      score\n"
+            "      route\n"
+            "    + nurture\n"
+            "    - hand_to_sales\n"
+            "    - alert",
+            "effects.alert_sales: expected 1, got 0",
+        ],
+        id="swapped-branches-leads",
+    ),
     pytest.param(
-        "flows/support.yaml", "deny: \"(?i)we('ll| will) refund\"", "deny: \"(?i)we'll refund\"",
+        "flows/support.yaml",
+        'deny: "(?i)we(\'ll| will) refund"',
+        'deny: "(?i)we\'ll refund"',
         ["a draft that promises a refund is held for a person"],
-        ["status: expected escalated, got completed",
-         "effects.send_reply: expected 0, got 1",
-         'outputs.check.violations.0.policy: expected "no_refund_promise", got null'],
-        id="policy-loosened-support"),
+        [
+            "status: expected escalated, got completed",
+            "effects.send_reply: expected 0, got 1",
+            'outputs.check.violations.0.policy: expected "no_refund_promise", got null',
+        ],
+        id="policy-loosened-support",
+    ),
     pytest.param(
-        "examples/invoice.yaml", 'check: "text | float <= 10000"',
+        "examples/invoice.yaml",
+        'check: "text | float <= 10000"',
         'check: "text | float <= 20000"',
         ["an invoice above 10,000 waits for a manager"],
-        ["status: expected escalated, got completed",
-         "reason: expected it to contain 'policy under_approval_limit: The invoice total is "
-         "above 10,000', got ''"],
-        id="policy-loosened-invoice"),
+        [
+            "status: expected escalated, got completed",
+            "reason: expected it to contain 'policy under_approval_limit: The invoice total is "
+            "above 10,000', got ''",
+        ],
+        id="policy-loosened-invoice",
+    ),
     pytest.param(
-        "examples/order_sync.yaml", "detect: [credit_card, iban, phone, email]",
+        "examples/order_sync.yaml",
+        "detect: [credit_card, iban, phone, email]",
         "detect: [credit_card, iban, email]",
         ["a gift message with a phone number is not printed"],
-        ["status: expected escalated, got completed",
-         'outputs.gift_message.violations.0.rule: expected "phone", got null'],
-        id="policy-loosened-order-sync"),
+        [
+            "status: expected escalated, got completed",
+            'outputs.gift_message.violations.0.rule: expected "phone", got null',
+        ],
+        id="policy-loosened-order-sync",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("flow", "old", "new", "failing", "differences"), BREAKS)
-def test_a_broken_flow_fails_its_tests(tmp_path: Path, flow: str, old: str, new: str,
-                                       failing: list[str], differences: list[str]) -> None:
+def test_a_broken_flow_fails_its_tests(
+    tmp_path: Path, flow: str, old: str, new: str, failing: list[str], differences: list[str]
+) -> None:
     test_file = copy_flow(flow, tmp_path / "copy")
     edit(tmp_path / "copy" / Path(flow).name, old, new)
     junit = tmp_path / "j.xml"
@@ -216,10 +263,14 @@ def test_a_broken_flow_fails_its_tests(tmp_path: Path, flow: str, old: str, new:
     assert printed[0] == f"  FAIL {failing[0]}"
     for difference in differences:
         block = ["       " + line for line in difference.split("\n")]
-        assert any(printed[i:i + len(block)] == block for i in range(1, len(printed))), \
-            "\n".join(printed)
-    failures = [case.get("name") for case in ElementTree.parse(junit).getroot().iter("testcase")
-                if case.find("failure") is not None]
+        assert any(printed[i : i + len(block)] == block for i in range(1, len(printed))), "\n".join(
+            printed
+        )
+    failures = [
+        case.get("name")
+        for case in ElementTree.parse(junit).getroot().iter("testcase")
+        if case.find("failure") is not None
+    ]
     assert failures == failing
 
 
@@ -247,13 +298,17 @@ cases:
 """
 
 
-@pytest.mark.parametrize(("minimum", "code", "message"), [
-    ("50", 1, "route coverage 38.5% is below --min-coverage 50%\n"),
-    ("38.5", 1, "route coverage 38.5% is below --min-coverage 38.5%\n"),
-    ("38", 0, ""),
-])
-def test_min_coverage(tmp_path: Path, capsys: pytest.CaptureFixture[str], minimum: str,
-                      code: int, message: str) -> None:
+@pytest.mark.parametrize(
+    ("minimum", "code", "message"),
+    [
+        ("50", 1, "route coverage 38.5% is below --min-coverage 50%\n"),
+        ("38.5", 1, "route coverage 38.5% is below --min-coverage 38.5%\n"),
+        ("38", 0, ""),
+    ],
+)
+def test_min_coverage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], minimum: str, code: int, message: str
+) -> None:
     test_file = copy_flow("flows/support.yaml", tmp_path, ONE_CASE)
     assert run(str(test_file), "--min-coverage", minimum)[0] == code
     assert capsys.readouterr().err == message
@@ -286,50 +341,64 @@ MISTAKES = [
         CASE + "    tool:\n      send_reply: [{result: {status: sent}}]\n"
         "    expect: {status: completed}\n",
         ["support.test.yaml:5:5: cases[0].tool: unknown key `tool`; did you mean `tools`?"],
-        id="unknown-key"),
+        id="unknown-key",
+    ),
     pytest.param(
         "support.test.yaml",
         CASE + "    llm:\n      clasify: [{category: billing, confidence: 0.9}]\n"
         "    tools:\n      send_reply: [{result: {status: sent}}]\n"
         "    expect: {status: completed, retries: {sendd: 1}, effects: {send_replies: 1}}\n",
-        ["support.test.yaml:6:7: cases[0].llm.clasify: the flow has no model step `clasify`; "
-         "did you mean `classify`?",
-         "support.test.yaml:9:43: cases[0].expect.retries.sendd: the flow has no step "
-         "`sendd`; did you mean `send`?",
-         "support.test.yaml:9:64: cases[0].expect.effects.send_replies: the flow has no "
-         "tool `send_replies`; did you mean `send_reply`?"],
-        id="unknown-step-and-tool"),
+        [
+            "support.test.yaml:6:7: cases[0].llm.clasify: the flow has no model step `clasify`; "
+            "did you mean `classify`?",
+            "support.test.yaml:9:43: cases[0].expect.retries.sendd: the flow has no step "
+            "`sendd`; did you mean `send`?",
+            "support.test.yaml:9:64: cases[0].expect.effects.send_replies: the flow has no "
+            "tool `send_replies`; did you mean `send_reply`?",
+        ],
+        id="unknown-step-and-tool",
+    ),
     pytest.param(
         "support.test.yaml",
         CASE + "    tools:\n      send_reply: [{result: {status: sent}, error: timeout}]\n"
         "    expect: {status: completed}\n",
-        ["support.test.yaml:6:20: cases[0].tools.send_reply[0]: a tool result has exactly "
-         "one of `result`, `error`; found `result` and `error`"],
-        id="result-and-error"),
+        [
+            "support.test.yaml:6:20: cases[0].tools.send_reply[0]: a tool result has exactly "
+            "one of `result`, `error`; found `result` and `error`"
+        ],
+        id="result-and-error",
+    ),
     pytest.param(
         "support.test.yaml",
-        "version: 1\nflow: support_v2.yaml\n" + CASE[len("version: 1\n"):]
+        "version: 1\nflow: support_v2.yaml\n"
+        + CASE[len("version: 1\n") :]
         + "    expect: {status: completed}\n",
         ["support.test.yaml:2:7: flow: no flow file support_v2.yaml"],
-        id="missing-flow-named"),
+        id="missing-flow-named",
+    ),
     pytest.param(
-        "ghost.test.yaml", CASE + "    expect: {status: completed}\n",
+        "ghost.test.yaml",
+        CASE + "    expect: {status: completed}\n",
         ["ghost.test.yaml:1:1: (top level): no flow file ghost.yaml"],
-        id="missing-flow-beside"),
+        id="missing-flow-beside",
+    ),
     pytest.param(
         "support.test.yaml",
         CASE + "    tools:\n      send_reply: [{result: {status: sent}]\n"
         "    expect: {status: completed}\n",
-        ["support.test.yaml:6:43: (file): invalid YAML: while parsing a flow mapping did not "
-         "find expected ',' or '}'"],
-        id="yaml-syntax"),
+        [
+            "support.test.yaml:6:43: (file): invalid YAML: while parsing a flow mapping did not "
+            "find expected ',' or '}'"
+        ],
+        id="yaml-syntax",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "text", "problems"), MISTAKES)
 def test_a_test_file_with_mistakes_is_reported_located(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str,
-        problems: list[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str, problems: list[str]
+) -> None:
     copy_flow("flows/support.yaml", tmp_path, "version: 1\n")
     (tmp_path / name).write_text(text, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
@@ -337,21 +406,27 @@ def test_a_test_file_with_mistakes_is_reported_located(
     assert code == 1
     lines = output.splitlines()
     assert lines[:-2] == problems
-    assert SECONDS.sub("(T s)", lines[-1]) == \
-        "0 cases: 0 passed, 0 failed; 1 test file with problems (T s)"
+    assert (
+        SECONDS.sub("(T s)", lines[-1])
+        == "0 cases: 0 passed, 0 failed; 1 test file with problems (T s)"
+    )
 
 
 # -- tools that must be scripted -----------------------------------------------------------
-@pytest.mark.parametrize(("flow", "text", "case", "message"), [
-    pytest.param(
-        "flows/support.yaml", ONE_CASE.replace(
-            "    tools:\n      send_reply: [{result: {status: sent}}]\n", ""),
-        "a clear billing ticket is answered once",
-        "tool send_reply changes the world or calls out (python, effect): script its results "
-        "under `tools: {send_reply: [...]}`",
-        id="python-effect"),
-    pytest.param(
-        "examples/leads.yaml", """\
+@pytest.mark.parametrize(
+    ("flow", "text", "case", "message"),
+    [
+        pytest.param(
+            "flows/support.yaml",
+            ONE_CASE.replace("    tools:\n      send_reply: [{result: {status: sent}}]\n", ""),
+            "a clear billing ticket is answered once",
+            "tool send_reply changes the world or calls out (python, effect): script its results "
+            "under `tools: {send_reply: [...]}`",
+            id="python-effect",
+        ),
+        pytest.param(
+            "examples/leads.yaml",
+            """\
 version: 1
 env: {ENRICH_API_URL: https://enrich.test, ENRICH_API_KEY: k, CRM_URL: https://crm.test,
       CRM_TOKEN: t, SALES_WEBHOOK_URL: https://chat.test}
@@ -364,14 +439,16 @@ cases:
       alert_sales: [{result: {ok: true}}]
     expect: {status: completed}
 """,
-        "a hot lead is handed to sales",
-        "tool lookup_company changes the world or calls out (http): script its results "
-        "under `tools: {lookup_company: [...]}`",
-        id="http-read"),
-])
+            "a hot lead is handed to sales",
+            "tool lookup_company changes the world or calls out (http): script its results "
+            "under `tools: {lookup_company: [...]}`",
+            id="http-read",
+        ),
+    ],
+)
 def test_an_unscripted_tool_that_calls_out_fails_the_case(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flow: str, text: str, case: str,
-        message: str) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flow: str, text: str, case: str, message: str
+) -> None:
     outbox = tmp_path / "outbox.jsonl"
     monkeypatch.setenv("RUNNER_OUTBOX", str(outbox))
     test_file = copy_flow(flow, tmp_path / "copy", text)
@@ -383,11 +460,17 @@ def test_an_unscripted_tool_that_calls_out_fails_the_case(
 
 def test_the_readme_example_passes(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```yaml\n(# yaml-language-server: \$schema=\.\./schemas/flowtest"
-                        r"\.v1\.json\n.*?)```", readme, re.DOTALL)
+    blocks = re.findall(
+        r"```yaml\n(# yaml-language-server: \$schema=\.\./schemas/flowtest"
+        r"\.v1\.json\n.*?)```",
+        readme,
+        re.DOTALL,
+    )
     assert len(blocks) == 1
     test_file = copy_flow("flows/support.yaml", tmp_path, blocks[0])
     code, output = run(str(test_file))
     assert code == 0, output
-    assert output.splitlines()[1] == \
-        "  PASS a send that times out may have gone out, so it is not sent again"
+    assert (
+        output.splitlines()[1]
+        == "  PASS a send that times out may have gone out, so it is not sent again"
+    )

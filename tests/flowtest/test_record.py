@@ -8,10 +8,10 @@ from pathlib import Path
 import yaml
 
 from runner.cli.main import main
-from runner.runtime.engine import Engine
 from runner.core.errors import LLMError
-from runner.lang.load import load_flow
 from runner.flowtest.record import append_case, record_case
+from runner.lang.load import load_flow
+from runner.runtime.engine import Engine
 from runner.store.sql import SqlStore
 from runner.testing import FakeLLM
 
@@ -65,14 +65,21 @@ def test_a_recorded_run_becomes_a_passing_test_case(tmp_path: Path, monkeypatch)
     secret = "sk-recorded-secret-1234"
     llm = FakeLLM({"answer": [LLMError("busy", "http_429"), {"reply": f"On its way {secret}"}]})
     store = SqlStore.memory()
-    case = record_case(load_flow(flow), {"order": "A-7"}, "an order on its way", llm,
-                       lambda **kw: Engine(store, environ={"API_KEY": secret}, **kw))
+    case = record_case(
+        load_flow(flow),
+        {"order": "A-7"},
+        "an order on its way",
+        llm,
+        lambda **kw: Engine(store, environ={"API_KEY": secret}, **kw),
+    )
 
-    assert case["llm"] == {"answer": [{"error": "http_429"},
-                                      {"reply": "On its way [secret API_KEY]"}]}
-    assert case["tools"] == {"lookup": [{"result": {"status": "shipped", "order": "A-7"}}],
-                             "notify": [{"result": {"sent": "On its way [secret API_KEY] "
-                                                            "(shipped)"}}]}
+    assert case["llm"] == {
+        "answer": [{"error": "http_429"}, {"reply": "On its way [secret API_KEY]"}]
+    }
+    assert case["tools"] == {
+        "lookup": [{"result": {"status": "shipped", "order": "A-7"}}],
+        "notify": [{"result": {"sent": "On its way [secret API_KEY] (shipped)"}}],
+    }
     assert case["expect"] == {"status": "completed", "steps": ["answer", "find", "tell"]}
     test_file = tmp_path / "recorded.test.yaml"
     append_case(test_file, case, {"API_KEY"})
@@ -90,10 +97,17 @@ def test_a_recorded_failure_expects_where_it_stopped(tmp_path: Path, monkeypatch
     monkeypatch.chdir(tmp_path)
     flow = _flow(tmp_path)
     llm = FakeLLM({"answer": ["not json", "still not json", "no", "nope"]})
-    case = record_case(load_flow(flow), {"order": "B-1"}, "the model never answers in JSON",
-                       llm, lambda **kw: Engine(SqlStore.memory(), environ={"API_KEY": "k"},
-                                                **kw))
+    case = record_case(
+        load_flow(flow),
+        {"order": "B-1"},
+        "the model never answers in JSON",
+        llm,
+        lambda **kw: Engine(SqlStore.memory(), environ={"API_KEY": "k"}, **kw),
+    )
     assert case["expect"] == {"status": "failed", "steps": ["answer"], "stopped_at": "answer"}
-    assert case["llm"]["answer"] == [{"text": "not json"}, {"text": "still not json"},
-                                     {"text": "no"}]
+    assert case["llm"]["answer"] == [
+        {"text": "not json"},
+        {"text": "still not json"},
+        {"text": "no"},
+    ]
     assert "tools" not in case

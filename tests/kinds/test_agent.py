@@ -25,15 +25,19 @@ from typing import Any
 import pytest
 from scripted_server import Reply, ScriptedServer
 
-from runner.runtime.engine import Engine, RunResult
 from runner.lang.load import load_flow
+from runner.runtime.engine import Engine, RunResult
 from runner.runtime.models import LLMResponse, ToolCallRequest
 from runner.store.records import Event
 from runner.store.sql import SqlStore
 from runner.testing import FakeClock, FakeLLM
 
-OUTPUT = {"type": "object", "required": ["answer"], "additionalProperties": False,
-          "properties": {"answer": {"type": "string"}}}
+OUTPUT = {
+    "type": "object",
+    "required": ["answer"],
+    "additionalProperties": False,
+    "properties": {"answer": {"type": "string"}},
+}
 
 FLOW = """\
 version: 1
@@ -87,10 +91,14 @@ class Agent:
     def __init__(self, root: Path, *, max_turns: int = 4, effect: bool = False) -> None:
         module = f"agent_tools_{uuid.uuid4().hex[:10]}"  # never cached across tests
         self.log = root / "calls.log"
-        (root / f"{module}.py").write_text(TOOL.replace("LOG_PATH", repr(str(self.log))),
-                                           encoding="utf-8")
-        text = FLOW.replace("MODULE", module).replace("MAX_TURNS", str(max_turns)) \
+        (root / f"{module}.py").write_text(
+            TOOL.replace("LOG_PATH", repr(str(self.log))), encoding="utf-8"
+        )
+        text = (
+            FLOW.replace("MODULE", module)
+            .replace("MAX_TURNS", str(max_turns))
             .replace("EFFECT", "effect: true" if effect else "")
+        )
         (root / "agent.yaml").write_text(text, encoding="utf-8")
         self.compiled = load_flow(root / "agent.yaml")
 
@@ -100,13 +108,17 @@ class Agent:
 
 def turn(*calls: tuple[str, str, str]) -> LLMResponse:
     """A model turn that asks for tool calls: (call id, tool name, JSON arguments)."""
-    return LLMResponse(text="", tool_calls=tuple(ToolCallRequest(*c) for c in calls),
-                       prompt_tokens=30, completion_tokens=8, cost_usd=0.0)
+    return LLMResponse(
+        text="",
+        tool_calls=tuple(ToolCallRequest(*c) for c in calls),
+        prompt_tokens=30,
+        completion_tokens=8,
+        cost_usd=0.0,
+    )
 
 
 def make_engine(llm: FakeLLM, clock: FakeClock | None = None) -> Engine:
-    return Engine(SqlStore.memory(), llm=llm, clock=clock or FakeClock(),
-                  rng=random.Random(0))
+    return Engine(SqlStore.memory(), llm=llm, clock=clock or FakeClock(), rng=random.Random(0))
 
 
 def kinds(engine: Engine, result: RunResult, kind: str) -> list[Event]:
@@ -114,69 +126,99 @@ def kinds(engine: Engine, result: RunResult, kind: str) -> list[Event]:
 
 
 def tool_messages(messages: Any) -> list[tuple[str, Any]]:
-    return [(m["tool_call_id"], json.loads(m["content"])) for m in messages
-            if m["role"] == "tool"]
+    return [(m["tool_call_id"], json.loads(m["content"])) for m in messages if m["role"] == "tool"]
 
 
 # -- in-process --------------------------------------------------------------------------
 def test_bad_arguments_go_back_to_the_model_then_a_valid_call_then_the_answer(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     agent = Agent(tmp_path)
-    llm = FakeLLM({"helper": [
-        turn(("c1", "lookup", '{"order_id": 42}')),  # breaks the input schema
-        turn(("c2", "lookup", '{"order_id": "A42"}')),
-        {"reply": "It shipped."},  # breaks the output schema: repaired
-        {"answer": "Order A42 has shipped."},
-    ]})
+    llm = FakeLLM(
+        {
+            "helper": [
+                turn(("c1", "lookup", '{"order_id": 42}')),  # breaks the input schema
+                turn(("c2", "lookup", '{"order_id": "A42"}')),
+                {"reply": "It shipped."},  # breaks the output schema: repaired
+                {"answer": "Order A42 has shipped."},
+            ]
+        }
+    )
     engine = make_engine(llm)
     result = engine.start(agent.compiled, {"order": "A42"})
 
     assert result.status == "completed"
     assert engine.store.checkpoints(result.run_id)[-1].output == {
-        "answer": "Order A42 has shipped."}
+        "answer": "Order A42 has shipped."
+    }
     assert agent.calls() == ["A42"]  # the bad call never reached the tool
 
     # the tool as the model sees it
     first = llm.requests[0]
-    assert [dict(t) for t in first.tools] == [{"type": "function", "function": {
-        "name": "lookup", "description": "Look up an order's status.",
-        "parameters": agent.compiled.flow.tools["lookup"].input_schema}}]
+    assert [dict(t) for t in first.tools] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup",
+                "description": "Look up an order's status.",
+                "parameters": agent.compiled.flow.tools["lookup"].input_schema,
+            },
+        }
+    ]
     assert first.messages == [{"role": "user", "content": "Where is order A42?"}]
 
     # the schema problem went back to the model as the call's result
-    problem = {"error": "the arguments do not match the tool's input schema: "
-                        "order_id: expected text, found a whole number 42"}
+    problem = {
+        "error": "the arguments do not match the tool's input schema: "
+        "order_id: expected text, found a whole number 42"
+    }
     assert tool_messages(llm.requests[1].messages) == [("c1", problem)]
     assert tool_messages(llm.requests[2].messages) == [
-        ("c1", problem), ("c2", {"status": "shipped", "order_id": "A42"})]
+        ("c1", problem),
+        ("c2", {"status": "shipped", "order_id": "A42"}),
+    ]
 
     # the invalid final answer was sent back with its validation error
     assert len(llm.requests) == 4
     assert llm.requests[3].messages[-1] == {
-        "role": "user", "content": "That answer is not valid: it does not match the JSON "
+        "role": "user",
+        "content": "That answer is not valid: it does not match the JSON "
         "Schema: (the value): missing required key `answer`; (the value): Additional "
         "properties are not allowed ('reply' was unexpected). Reply again with only the "
-        "corrected JSON."}
+        "corrected JSON.",
+    }
     assert len(kinds(engine, result, "llm_invalid")) == 1
 
-    assert [(e.data["turn"], e.data["assistant"]["tool_calls"][0]["id"])
-            for e in kinds(engine, result, "agent_turn")] == [(0, "c1"), (1, "c2")]
-    assert [(e.data["turn"], e.data["call_id"], e.data["result"])
-            for e in kinds(engine, result, "agent_call")] == [
-        (0, "c1", problem), (1, "c2", {"status": "shipped", "order_id": "A42"})]
+    assert [
+        (e.data["turn"], e.data["assistant"]["tool_calls"][0]["id"])
+        for e in kinds(engine, result, "agent_turn")
+    ] == [(0, "c1"), (1, "c2")]
+    assert [
+        (e.data["turn"], e.data["call_id"], e.data["result"])
+        for e in kinds(engine, result, "agent_call")
+    ] == [(0, "c1", problem), (1, "c2", {"status": "shipped", "order_id": "A42"})]
     assert kinds(engine, result, "agent_replay") == []
     assert engine.store.run(result.run_id).llm_calls == 4
 
 
-@pytest.mark.parametrize(("arguments", "error"), [
-    ("{not json", "the arguments are not JSON: Expecting property name enclosed in "
-                  "double quotes"),
-    ('{"order": "A1"}', "the arguments do not match the tool's input schema: (the value): "
-                        "missing required key `order_id`; (the value): Additional "
-                        "properties are not allowed ('order' was unexpected)"),
-])
-def test_unusable_arguments_are_reported_to_the_model(tmp_path: Path, arguments: str,
-                                                      error: str) -> None:
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        (
+            "{not json",
+            "the arguments are not JSON: Expecting property name enclosed in double quotes",
+        ),
+        (
+            '{"order": "A1"}',
+            "the arguments do not match the tool's input schema: (the value): "
+            "missing required key `order_id`; (the value): Additional "
+            "properties are not allowed ('order' was unexpected)",
+        ),
+    ],
+)
+def test_unusable_arguments_are_reported_to_the_model(
+    tmp_path: Path, arguments: str, error: str
+) -> None:
     agent = Agent(tmp_path)
     llm = FakeLLM({"helper": [turn(("c1", "lookup", arguments)), {"answer": "unsure"}]})
     engine = make_engine(llm)
@@ -189,8 +231,14 @@ def test_unusable_arguments_are_reported_to_the_model(tmp_path: Path, arguments:
 
 def test_max_turns_exceeded_takes_the_error_route(tmp_path: Path) -> None:
     agent = Agent(tmp_path, max_turns=2)
-    llm = FakeLLM({"helper": [turn(("c1", "lookup", '{"order_id": "A1"}')),
-                              turn(("c2", "lookup", '{"order_id": "A2"}'))]})
+    llm = FakeLLM(
+        {
+            "helper": [
+                turn(("c1", "lookup", '{"order_id": "A1"}')),
+                turn(("c2", "lookup", '{"order_id": "A2"}')),
+            ]
+        }
+    )
     engine = make_engine(llm)
     result = engine.start(agent.compiled, {"order": "A1"})
 
@@ -205,8 +253,7 @@ def test_max_turns_exceeded_takes_the_error_route(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("effect", [False, True], ids=["plain-tool", "effect-tool"])
-def test_a_tool_that_fails_after_its_retries_fails_the_step(tmp_path: Path,
-                                                            effect: bool) -> None:
+def test_a_tool_that_fails_after_its_retries_fails_the_step(tmp_path: Path, effect: bool) -> None:
     agent = Agent(tmp_path, effect=effect)
     llm = FakeLLM({"helper": [turn(("c1", "lookup", '{"order_id": "A13"}'))]})
     clock = FakeClock()
@@ -218,14 +265,19 @@ def test_a_tool_that_fails_after_its_retries_fails_the_step(tmp_path: Path,
     assert agent.calls() == ["A13", "A13", "A13"]
     assert clock.sleeps == [1.0, 2.0]
     message = "connection failed: warehouse unreachable"
-    attempts = [(e.step_id, e.data["attempt"], e.data["kind"], e.data["message"])
-                for e in kinds(engine, result, "attempt_failed")]
+    attempts = [
+        (e.step_id, e.data["attempt"], e.data["kind"], e.data["message"])
+        for e in kinds(engine, result, "attempt_failed")
+    ]
     assert attempts == [("helper", n, "connection", message) for n in (1, 2, 3)]
     run = engine.store.run(result.run_id)
     assert run.failed_step == "helper"
     assert run.error["kind"] == "connection"
     assert [(a["number"], a["kind"]) for a in run.error["attempts"]] == [
-        (1, "connection"), (2, "connection"), (3, "connection")]
+        (1, "connection"),
+        (2, "connection"),
+        (3, "connection"),
+    ]
     (step,) = [e for e in kinds(engine, result, "step")]
     assert (step.data["outcome"], step.data["route"]) == ("error", "dead_letter")
 
@@ -288,30 +340,50 @@ PROCESS_TIMEOUT = 120.0
 
 def completion(number: int, message: dict[str, Any], finish: str) -> dict[str, Any]:
     """An OpenAI chat.completion response."""
-    return {"id": f"chatcmpl-scripted-{number}", "object": "chat.completion",
-            "created": 1_700_000_000 + number, "model": "scripted",
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": finish}],
-            "usage": {"prompt_tokens": 40 + number, "completion_tokens": 9,
-                      "total_tokens": 49 + number}}
+    return {
+        "id": f"chatcmpl-scripted-{number}",
+        "object": "chat.completion",
+        "created": 1_700_000_000 + number,
+        "model": "scripted",
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "usage": {
+            "prompt_tokens": 40 + number,
+            "completion_tokens": 9,
+            "total_tokens": 49 + number,
+        },
+    }
 
 
 def tool_call(number: int, name: str) -> dict[str, Any]:
-    return completion(number, {"role": "assistant", "content": None, "tool_calls": [
-        {"id": f"call_{name}", "type": "function",
-         "function": {"name": "work", "arguments": json.dumps({"name": name})}}]},
-        "tool_calls")
+    return completion(
+        number,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": f"call_{name}",
+                    "type": "function",
+                    "function": {"name": "work", "arguments": json.dumps({"name": name})},
+                }
+            ],
+        },
+        "tool_calls",
+    )
 
 
-def wait_until(condition: Callable[[], bool], what: str, process: subprocess.Popen[str],
-               timeout: float = PROCESS_TIMEOUT) -> None:
+def wait_until(
+    condition: Callable[[], bool],
+    what: str,
+    process: subprocess.Popen[str],
+    timeout: float = PROCESS_TIMEOUT,
+) -> None:
     """Poll `condition` until it holds; fail early if the process ended first."""
     deadline = time.monotonic() + timeout
     while not condition():
         if process.poll() is not None:
             out, err = process.communicate()
-            raise AssertionError(f"runner exited {process.returncode} before {what}:\n"
-                                 f"{out}\n{err}")
+            raise AssertionError(f"runner exited {process.returncode} before {what}:\n{out}\n{err}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.01)
@@ -329,15 +401,14 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
 
 @pytest.mark.slow
 def test_kill_between_tool_calls_then_resume_replays_the_recorded_turn(
-        tmp_path: Path, http_server: ScriptedServer,
-        processes: list[subprocess.Popen[str]]) -> None:
+    tmp_path: Path, http_server: ScriptedServer, processes: list[subprocess.Popen[str]]
+) -> None:
     path = "/v1/chat/completions"
     http_server.script(
         path,
         Reply(body=tool_call(1, "A")),
         Reply(body=tool_call(2, "B")),
-        Reply(body=completion(3, {"role": "assistant", "content": json.dumps(FINAL)},
-                              "stop")),
+        Reply(body=completion(3, {"role": "assistant", "content": json.dumps(FINAL)}, "stop")),
     )
     (tmp_path / "tools").mkdir()
     (tmp_path / "tools" / "killtool.py").write_text(KILL_TOOL, encoding="utf-8")
@@ -346,26 +417,49 @@ def test_kill_between_tool_calls_then_resume_replays_the_recorded_turn(
     (tmp_path / "input.json").write_text("{}", encoding="utf-8")
     log, marker = tmp_path / "tools.log", tmp_path / "release-B"
     db = "sqlite:///" + str(tmp_path / "runs.db")
-    env = {**os.environ, "SCRIPTED_BASE": http_server.url + "/v1",
-           "OPENAI_API_KEY": "dummy", "AGENT_LOG": str(log), "AGENT_MARKER": str(marker),
-           "LITELLM_LOCAL_MODEL_COST_MAP": "True", "NO_PROXY": "127.0.0.1,localhost",
-           "no_proxy": "127.0.0.1,localhost"}
+    env = {
+        **os.environ,
+        "SCRIPTED_BASE": http_server.url + "/v1",
+        "OPENAI_API_KEY": "dummy",
+        "AGENT_LOG": str(log),
+        "AGENT_MARKER": str(marker),
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
 
     def log_lines() -> list[str]:
         return log.read_text(encoding="utf-8").splitlines() if log.exists() else []
 
-    run = subprocess.Popen([sys.executable, "-m", "runner", "run", str(flow), "--input",
-                            str(tmp_path / "input.json"), "--db", db],
-                           cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "run",
+            str(flow),
+            "--input",
+            str(tmp_path / "input.json"),
+            "--db",
+            db,
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     processes.append(run)
     wait_until(lambda: "B start" in log_lines(), "tool call B to start", run)
 
     # Call A finished and is recorded: the turn that asked for it, and its result.
     store = SqlStore(db)
     (record,) = store.list_runs()
-    recorded = [(e.kind, e.data.get("turn")) for e in store.events(record.id)
-                if e.kind in ("agent_turn", "agent_call")]
+    recorded = [
+        (e.kind, e.data.get("turn"))
+        for e in store.events(record.id)
+        if e.kind in ("agent_turn", "agent_call")
+    ]
     assert recorded == [("agent_turn", 0), ("agent_call", 0), ("agent_turn", 1)]
     assert len(http_server.requests_to(path)) == 2
 
@@ -376,9 +470,14 @@ def test_kill_between_tool_calls_then_resume_replays_the_recorded_turn(
     assert store.run(record.id).status == "running"
 
     marker.write_text("go", encoding="utf-8")  # B may finish when it runs again
-    resume = subprocess.run([sys.executable, "-m", "runner", "resume", record.id, "--db", db,
-                             "--format", "json"], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=PROCESS_TIMEOUT)
+    resume = subprocess.run(
+        [sys.executable, "-m", "runner", "resume", record.id, "--db", db, "--format", "json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+    )
     assert resume.returncode == 0, resume.stdout + resume.stderr
     assert json.loads(resume.stdout)["status"] == "completed"
 
@@ -396,17 +495,29 @@ def test_kill_between_tool_calls_then_resume_replays_the_recorded_turn(
     events = store.events(record.id)
     assert [e.data["turn"] for e in events if e.kind == "agent_replay"] == [0, 1]
     assert [e.data["turn"] for e in events if e.kind == "agent_turn"] == [0, 1]
-    assert [(e.data["turn"], e.data["call_id"]) for e in events if e.kind == "agent_call"] \
-        == [(0, "call_A"), (1, "call_B")]
+    assert [(e.data["turn"], e.data["call_id"]) for e in events if e.kind == "agent_call"] == [
+        (0, "call_A"),
+        (1, "call_B"),
+    ]
     requests = http_server.requests_to(path)
     assert len(requests) == 3
     last = requests[2].json()
     assert last["model"] == "scripted"
     assert requests[2].header("authorization") == "Bearer dummy"
-    assert [m["role"] for m in last["messages"]] == ["user", "assistant", "tool",
-                                                     "assistant", "tool"]
-    assert [(m["tool_call_id"], json.loads(m["content"])) for m in last["messages"]
-            if m["role"] == "tool"] == [("call_A", {"did": "A"}), ("call_B", {"did": "B"})]
-    assert [m["tool_calls"][0]["id"] for m in last["messages"]
-            if m["role"] == "assistant"] == ["call_A", "call_B"]
+    assert [m["role"] for m in last["messages"]] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+    ]
+    assert [
+        (m["tool_call_id"], json.loads(m["content"]))
+        for m in last["messages"]
+        if m["role"] == "tool"
+    ] == [("call_A", {"did": "A"}), ("call_B", {"did": "B"})]
+    assert [m["tool_calls"][0]["id"] for m in last["messages"] if m["role"] == "assistant"] == [
+        "call_A",
+        "call_B",
+    ]
     store.close()

@@ -26,29 +26,40 @@ import yaml
 from scripted_server import Reply, ScriptedServer
 
 from runner.cli import main as cli
-from runner.lang.compiler import CompiledFlow
-from runner.runtime.engine import Engine, RunResult
 from runner.core.errors import InputError
+from runner.lang.compiler import CompiledFlow
 from runner.lang.load import load_flow
+from runner.runtime.engine import Engine, RunResult
 from runner.store.sql import SqlStore
 from runner.testing import FakeClock
 
 TIMEOUT = 0.2  # the tool's timeout in the timeout cases (real seconds)
 SLOW = 1.0  # how long the server stalls in the timeout cases (released at teardown)
-INPUT_SCHEMA = {"type": "object", "required": ["item"], "additionalProperties": False,
-                "properties": {"item": {"type": "string"}}}
+INPUT_SCHEMA = {
+    "type": "object",
+    "required": ["item"],
+    "additionalProperties": False,
+    "properties": {"item": {"type": "string"}},
+}
 ITEM = {"item": "42"}
 
 
 # -- building flows --------------------------------------------------------------------
-def http_tool(path: str = "/items", *, retry: dict[str, Any] | None = None,
-              timeout: float = 5, **extra: Any) -> dict[str, Any]:
+def http_tool(
+    path: str = "/items", *, retry: dict[str, Any] | None = None, timeout: float = 5, **extra: Any
+) -> dict[str, Any]:
     """An http tool that POSTs {item} to the scripted server; waits are exact (no jitter)."""
     tool: dict[str, Any] = {
-        "http": {"method": "POST", "url": "{{ env.BASE }}" + path,
-                 "json": {"item": "{{ args.item }}"}},
-        "input": {"type": "object", "required": ["item"],
-                  "properties": {"item": {"type": "string"}}},
+        "http": {
+            "method": "POST",
+            "url": "{{ env.BASE }}" + path,
+            "json": {"item": "{{ args.item }}"},
+        },
+        "input": {
+            "type": "object",
+            "required": ["item"],
+            "properties": {"item": {"type": "string"}},
+        },
         "timeout_seconds": timeout,
     }
     if retry is not None:
@@ -60,11 +71,23 @@ def http_tool(path: str = "/items", *, retry: dict[str, Any] | None = None,
 CALL = {"id": "call", "tool": "api", "args": {"item": "{{ input.item }}"}}
 
 
-def write_flow(tmp_path: Path, tools: dict[str, Any], steps: list[dict[str, Any]] | None = None,
-               *, on_error: str = "dead_letter", name: str = "http_faults",
-               file: str = "flow.yaml") -> CompiledFlow:
-    document = {"version": 1, "name": name, "input": INPUT_SCHEMA, "tools": tools,
-                "steps": steps or [CALL], "on_error": on_error}
+def write_flow(
+    tmp_path: Path,
+    tools: dict[str, Any],
+    steps: list[dict[str, Any]] | None = None,
+    *,
+    on_error: str = "dead_letter",
+    name: str = "http_faults",
+    file: str = "flow.yaml",
+) -> CompiledFlow:
+    document = {
+        "version": 1,
+        "name": name,
+        "input": INPUT_SCHEMA,
+        "tools": tools,
+        "steps": steps or [CALL],
+        "on_error": on_error,
+    }
     path = tmp_path / file
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return load_flow(path)
@@ -81,8 +104,13 @@ class Harness:
     max_input_bytes: int = 1024 * 1024
 
     def engine(self) -> Engine:
-        return Engine(self.store, clock=self.clock, environ={"BASE": self.base},
-                      rng=random.Random(0), max_input_bytes=self.max_input_bytes)
+        return Engine(
+            self.store,
+            clock=self.clock,
+            environ={"BASE": self.base},
+            rng=random.Random(0),
+            max_input_bytes=self.max_input_bytes,
+        )
 
     def start(self, compiled: CompiledFlow, value: Any = None) -> RunResult:
         return self.engine().start(compiled, ITEM if value is None else value)
@@ -93,13 +121,17 @@ class Harness:
 
     def failed_attempts(self, run_id: str) -> list[tuple[str, float | None]]:
         """(kind, wait) of every `attempt_failed` event, in order."""
-        return [(e.data["kind"], e.data["wait"]) for e in self.store.events(run_id)
-                if e.kind == "attempt_failed"]
+        return [
+            (e.data["kind"], e.data["wait"])
+            for e in self.store.events(run_id)
+            if e.kind == "attempt_failed"
+        ]
 
     def step_error_kinds(self, run_id: str, step: str = "call") -> list[str]:
         """The kind of every attempt the step's error carries (from its `step` event)."""
-        [data] = [e.data for e in self.store.events(run_id)
-                  if e.kind == "step" and e.step_id == step]
+        [data] = [
+            e.data for e in self.store.events(run_id) if e.kind == "step" and e.step_id == step
+        ]
         return [a["kind"] for a in data["error"]["attempts"]]
 
     def effect_events(self, run_id: str) -> list[dict[str, Any]]:
@@ -120,8 +152,9 @@ def error_kinds(result: RunResult) -> list[str]:
 
 # -- retried failures --------------------------------------------------------------------
 def test_503_then_200_completes_after_one_wait(harness: Harness, tmp_path: Path) -> None:
-    compiled = write_flow(tmp_path, {"api": http_tool(
-        retry={"max_attempts": 3, "interval_seconds": 1.5})})
+    compiled = write_flow(
+        tmp_path, {"api": http_tool(retry={"max_attempts": 3, "interval_seconds": 1.5})}
+    )
     harness.server.script("/items", Reply(503, "busy"), Reply(200, {"id": "i-1"}))
 
     result = harness.start(compiled)
@@ -136,18 +169,31 @@ def test_503_then_200_completes_after_one_wait(harness: Harness, tmp_path: Path)
     assert harness.failed_attempts(result.run_id) == [("http_5xx", 1.5)]
 
 
-@pytest.mark.parametrize(("status", "retry_after", "interval", "kind", "wait"), [
-    pytest.param(429, "7", 1, "http_429", 7.0, id="429-above-backoff"),
-    pytest.param(503, "7", 1, "http_5xx", 7.0, id="503-above-backoff"),
-    pytest.param(429, "1", 5, "http_429", 5.0, id="429-below-backoff"),
-])
-def test_retry_after_seconds_is_honoured(harness: Harness, tmp_path: Path, status: int,
-                                         retry_after: str, interval: float, kind: str,
-                                         wait: float) -> None:
-    compiled = write_flow(tmp_path, {"api": http_tool(
-        retry={"max_attempts": 3, "interval_seconds": interval})})
-    harness.server.script("/items", Reply(status, "slow down", {"Retry-After": retry_after}),
-                          Reply(200, {"id": "i-1"}))
+@pytest.mark.parametrize(
+    ("status", "retry_after", "interval", "kind", "wait"),
+    [
+        pytest.param(429, "7", 1, "http_429", 7.0, id="429-above-backoff"),
+        pytest.param(503, "7", 1, "http_5xx", 7.0, id="503-above-backoff"),
+        pytest.param(429, "1", 5, "http_429", 5.0, id="429-below-backoff"),
+    ],
+)
+def test_retry_after_seconds_is_honoured(
+    harness: Harness,
+    tmp_path: Path,
+    status: int,
+    retry_after: str,
+    interval: float,
+    kind: str,
+    wait: float,
+) -> None:
+    compiled = write_flow(
+        tmp_path, {"api": http_tool(retry={"max_attempts": 3, "interval_seconds": interval})}
+    )
+    harness.server.script(
+        "/items",
+        Reply(status, "slow down", {"Retry-After": retry_after}),
+        Reply(200, {"id": "i-1"}),
+    )
 
     result = harness.start(compiled)
 
@@ -159,11 +205,13 @@ def test_retry_after_seconds_is_honoured(harness: Harness, tmp_path: Path, statu
 
 
 def test_retry_after_http_date_is_honoured(harness: Harness, tmp_path: Path) -> None:
-    compiled = write_flow(tmp_path, {"api": http_tool(
-        retry={"max_attempts": 3, "interval_seconds": 1})})
+    compiled = write_flow(
+        tmp_path, {"api": http_tool(retry={"max_attempts": 3, "interval_seconds": 1})}
+    )
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    harness.server.script("/items", Reply(429, "slow down", {"Retry-After": when}),
-                          Reply(200, {"id": "i-1"}))
+    harness.server.script(
+        "/items", Reply(429, "slow down", {"Retry-After": when}), Reply(200, {"id": "i-1"})
+    )
 
     result = harness.start(compiled)
 
@@ -176,9 +224,19 @@ def test_retry_after_http_date_is_honoured(harness: Harness, tmp_path: Path) -> 
 
 
 def test_backoff_grows_by_rate_up_to_the_cap(harness: Harness, tmp_path: Path) -> None:
-    compiled = write_flow(tmp_path, {"api": http_tool(retry={
-        "max_attempts": 4, "interval_seconds": 1, "backoff_rate": 2,
-        "max_interval_seconds": 3})})
+    compiled = write_flow(
+        tmp_path,
+        {
+            "api": http_tool(
+                retry={
+                    "max_attempts": 4,
+                    "interval_seconds": 1,
+                    "backoff_rate": 2,
+                    "max_interval_seconds": 3,
+                }
+            )
+        },
+    )
     harness.server.script("/items", *[Reply(503, "busy")] * 3, Reply(200, {"id": "i-1"}))
 
     result = harness.start(compiled)
@@ -188,22 +246,48 @@ def test_backoff_grows_by_rate_up_to_the_cap(harness: Harness, tmp_path: Path) -
     assert result.status == "completed"
     assert harness.route(result.run_id) == [("call", "ok", "done")]
     assert harness.failed_attempts(result.run_id) == [
-        ("http_5xx", 1.0), ("http_5xx", 2.0), ("http_5xx", 3.0)]
+        ("http_5xx", 1.0),
+        ("http_5xx", 2.0),
+        ("http_5xx", 3.0),
+    ]
 
 
-@pytest.mark.parametrize(("replies", "deadline", "requests", "waits"), [
-    # waits 2, 4 fit in 7 s; the next one (8) would end past the deadline
-    pytest.param([Reply(503, "busy")] * 5, 7, 3, [2.0, 4.0], id="backoff"),
-    # the server asks for a minute; the deadline is 10 s: stop now instead of waiting
-    pytest.param([Reply(503, "busy", {"Retry-After": "60"})] * 5, 10, 1, [],
-                 id="retry-after-past-deadline"),
-])
+@pytest.mark.parametrize(
+    ("replies", "deadline", "requests", "waits"),
+    [
+        # waits 2, 4 fit in 7 s; the next one (8) would end past the deadline
+        pytest.param([Reply(503, "busy")] * 5, 7, 3, [2.0, 4.0], id="backoff"),
+        # the server asks for a minute; the deadline is 10 s: stop now instead of waiting
+        pytest.param(
+            [Reply(503, "busy", {"Retry-After": "60"})] * 5,
+            10,
+            1,
+            [],
+            id="retry-after-past-deadline",
+        ),
+    ],
+)
 def test_deadline_stops_retrying_before_it_is_exceeded(
-        harness: Harness, tmp_path: Path, replies: list[Reply], deadline: float,
-        requests: int, waits: list[float]) -> None:
-    compiled = write_flow(tmp_path, {"api": http_tool(retry={
-        "max_attempts": 10, "interval_seconds": 2, "backoff_rate": 2,
-        "deadline_seconds": deadline})})
+    harness: Harness,
+    tmp_path: Path,
+    replies: list[Reply],
+    deadline: float,
+    requests: int,
+    waits: list[float],
+) -> None:
+    compiled = write_flow(
+        tmp_path,
+        {
+            "api": http_tool(
+                retry={
+                    "max_attempts": 10,
+                    "interval_seconds": 2,
+                    "backoff_rate": 2,
+                    "deadline_seconds": deadline,
+                }
+            )
+        },
+    )
     harness.server.script("/items", *replies)
 
     result = harness.start(compiled)
@@ -214,24 +298,36 @@ def test_deadline_stops_retrying_before_it_is_exceeded(
     assert (result.status, result.position) == ("failed", "dead_letter")
     assert harness.route(result.run_id) == [("call", "error", "dead_letter")]
     assert error_kinds(result) == ["http_5xx"] * requests
-    assert harness.failed_attempts(result.run_id) == [
-        ("http_5xx", w) for w in [*waits, None]]
+    assert harness.failed_attempts(result.run_id) == [("http_5xx", w) for w in [*waits, None]]
 
 
-def test_jittered_waits_stay_within_the_deadline(http_server: ScriptedServer,
-                                                tmp_path: Path) -> None:
+def test_jittered_waits_stay_within_the_deadline(
+    http_server: ScriptedServer, tmp_path: Path
+) -> None:
     # Waits are jittered to 1-2 s, then 2-4 s: whether the second fits in 5 s depends on
     # the draw, and the wait that is checked against the deadline must be the one taken.
-    compiled = write_flow(tmp_path, {"api": http_tool(retry={
-        "max_attempts": 10, "interval_seconds": 2, "backoff_rate": 2, "jitter": True,
-        "deadline_seconds": 5})})
+    compiled = write_flow(
+        tmp_path,
+        {
+            "api": http_tool(
+                retry={
+                    "max_attempts": 10,
+                    "interval_seconds": 2,
+                    "backoff_rate": 2,
+                    "jitter": True,
+                    "deadline_seconds": 5,
+                }
+            )
+        },
+    )
     store = SqlStore.memory()
     over: dict[int, list[float]] = {}
     for seed in range(12):
         http_server.script("/items", *[Reply(503, "busy")] * 3)
         clock = FakeClock()
-        engine = Engine(store, clock=clock, environ={"BASE": http_server.url},
-                        rng=random.Random(seed))
+        engine = Engine(
+            store, clock=clock, environ={"BASE": http_server.url}, rng=random.Random(seed)
+        )
         result = engine.start(compiled, ITEM)
         assert result.status == "failed"
         assert all(1.0 <= w <= 4.0 for w in clock.sleeps), clock.sleeps
@@ -241,14 +337,30 @@ def test_jittered_waits_stay_within_the_deadline(http_server: ScriptedServer,
     assert over == {}, "waits that end past deadline_seconds=5, by rng seed"
 
 
-@pytest.mark.parametrize(("retry_on", "requests"), [
-    pytest.param(["timeout"], 3, id="retried"),
-    pytest.param(["http_5xx"], 1, id="not-in-retry_on"),
-])
+@pytest.mark.parametrize(
+    ("retry_on", "requests"),
+    [
+        pytest.param(["timeout"], 3, id="retried"),
+        pytest.param(["http_5xx"], 1, id="not-in-retry_on"),
+    ],
+)
 def test_timeouts_are_retried_per_retry_on_then_dead_lettered(
-        harness: Harness, tmp_path: Path, retry_on: list[str], requests: int) -> None:
-    compiled = write_flow(tmp_path, {"api": http_tool(timeout=TIMEOUT, retry={
-        "max_attempts": 3, "interval_seconds": 1, "backoff_rate": 2, "retry_on": retry_on})})
+    harness: Harness, tmp_path: Path, retry_on: list[str], requests: int
+) -> None:
+    compiled = write_flow(
+        tmp_path,
+        {
+            "api": http_tool(
+                timeout=TIMEOUT,
+                retry={
+                    "max_attempts": 3,
+                    "interval_seconds": 1,
+                    "backoff_rate": 2,
+                    "retry_on": retry_on,
+                },
+            )
+        },
+    )
     harness.server.script("/items", *[Reply(200, {"id": "late"}, delay=SLOW)] * 3)
 
     result = harness.start(compiled)
@@ -266,12 +378,15 @@ def test_timeouts_are_retried_per_retry_on_then_dead_lettered(
     assert harness.failed_attempts(result.run_id) == [("timeout", w) for w in [*waits, None]]
 
 
-def test_connection_refused_is_retried_then_routed(harness: Harness, tmp_path: Path,
-                                                   refused_url: str) -> None:
+def test_connection_refused_is_retried_then_routed(
+    harness: Harness, tmp_path: Path, refused_url: str
+) -> None:
     harness.base = refused_url
-    compiled = write_flow(tmp_path, {"api": http_tool(retry={
-        "max_attempts": 3, "interval_seconds": 1, "backoff_rate": 2})},
-        on_error="human_review")
+    compiled = write_flow(
+        tmp_path,
+        {"api": http_tool(retry={"max_attempts": 3, "interval_seconds": 1, "backoff_rate": 2})},
+        on_error="human_review",
+    )
 
     result = harness.start(compiled)
 
@@ -284,12 +399,16 @@ def test_connection_refused_is_retried_then_routed(harness: Harness, tmp_path: P
     assert "connection" in (result.reason or "")
     assert harness.step_error_kinds(result.run_id) == ["connection"] * 3
     assert harness.failed_attempts(result.run_id) == [
-        ("connection", 1.0), ("connection", 2.0), ("connection", None)]
+        ("connection", 1.0),
+        ("connection", 2.0),
+        ("connection", None),
+    ]
 
 
 def test_dropped_connection_is_retried(harness: Harness, tmp_path: Path) -> None:
-    compiled = write_flow(tmp_path, {"api": http_tool(
-        retry={"max_attempts": 3, "interval_seconds": 1})})
+    compiled = write_flow(
+        tmp_path, {"api": http_tool(retry={"max_attempts": 3, "interval_seconds": 1})}
+    )
     harness.server.script("/items", Reply(drop=True), Reply(200, {"id": "i-1"}))
 
     result = harness.start(compiled)
@@ -305,13 +424,21 @@ def test_dropped_connection_is_retried(harness: Harness, tmp_path: Path) -> None
 MALFORMED = Reply(200, b'{"id": "i-1", ', {"Content-Type": "application/json"})
 
 
-@pytest.mark.parametrize(("retry_on", "requests", "status", "waits"), [
-    pytest.param(None, 1, "failed", [], id="default-retry_on"),
-    pytest.param(["invalid_output", "http_5xx"], 2, "completed", [1.0], id="retried"),
-])
-def test_malformed_json_is_invalid_output(harness: Harness, tmp_path: Path,
-                                          retry_on: list[str] | None, requests: int,
-                                          status: str, waits: list[float]) -> None:
+@pytest.mark.parametrize(
+    ("retry_on", "requests", "status", "waits"),
+    [
+        pytest.param(None, 1, "failed", [], id="default-retry_on"),
+        pytest.param(["invalid_output", "http_5xx"], 2, "completed", [1.0], id="retried"),
+    ],
+)
+def test_malformed_json_is_invalid_output(
+    harness: Harness,
+    tmp_path: Path,
+    retry_on: list[str] | None,
+    requests: int,
+    status: str,
+    waits: list[float],
+) -> None:
     retry: dict[str, Any] = {"max_attempts": 3, "interval_seconds": 1}
     if retry_on is not None:
         retry["retry_on"] = retry_on
@@ -335,11 +462,14 @@ def test_malformed_json_is_invalid_output(harness: Harness, tmp_path: Path,
 
 
 def test_output_breaking_the_schema_is_invalid_output_and_routed(
-        harness: Harness, tmp_path: Path) -> None:
+    harness: Harness, tmp_path: Path
+) -> None:
     output = {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}
-    compiled = write_flow(tmp_path, {"api": http_tool(
-        output=output, retry={"max_attempts": 3, "interval_seconds": 1})},
-        on_error="human_review")
+    compiled = write_flow(
+        tmp_path,
+        {"api": http_tool(output=output, retry={"max_attempts": 3, "interval_seconds": 1})},
+        on_error="human_review",
+    )
     harness.server.script("/items", Reply(200, {"id": 7}), Reply(200, {"id": "i-1"}))
 
     result = harness.start(compiled)
@@ -354,8 +484,9 @@ def test_output_breaking_the_schema_is_invalid_output_and_routed(
 
 @pytest.mark.parametrize("status", [400, 404])
 def test_4xx_is_not_retried(harness: Harness, tmp_path: Path, status: int) -> None:
-    compiled = write_flow(tmp_path, {"api": http_tool(
-        retry={"max_attempts": 5, "interval_seconds": 1})})
+    compiled = write_flow(
+        tmp_path, {"api": http_tool(retry={"max_attempts": 5, "interval_seconds": 1})}
+    )
     harness.server.script("/items", Reply(status, "no such item"), Reply(200, {"id": "i-1"}))
 
     result = harness.start(compiled)
@@ -371,27 +502,33 @@ def test_4xx_is_not_retried(harness: Harness, tmp_path: Path, status: int) -> No
 
 # -- routes to a step --------------------------------------------------------------------
 FALLBACK_MODULE = "http_tools_fallback"
-FALLBACK_CODE = '''
+FALLBACK_CODE = """
 def record(item):
     return {"fallback": True, "item": item}
-'''
+"""
 
 
-@pytest.mark.parametrize(("replies", "requests", "kinds"), [
-    pytest.param([Reply(404, "gone")], 1, ["http_4xx"], id="http_4xx"),
-    pytest.param([Reply(503, "busy")] * 2, 2, ["http_5xx"] * 2, id="retries-exhausted"),
-    pytest.param([Reply(200, {"unexpected": True})], 1, ["invalid_output"],
-                 id="output-schema"),
-])
-def test_on_error_routes_to_a_fallback_step(harness: Harness, tmp_path: Path,
-                                            replies: list[Reply], requests: int,
-                                            kinds: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("replies", "requests", "kinds"),
+    [
+        pytest.param([Reply(404, "gone")], 1, ["http_4xx"], id="http_4xx"),
+        pytest.param([Reply(503, "busy")] * 2, 2, ["http_5xx"] * 2, id="retries-exhausted"),
+        pytest.param([Reply(200, {"unexpected": True})], 1, ["invalid_output"], id="output-schema"),
+    ],
+)
+def test_on_error_routes_to_a_fallback_step(
+    harness: Harness, tmp_path: Path, replies: list[Reply], requests: int, kinds: list[str]
+) -> None:
     (tmp_path / f"{FALLBACK_MODULE}.py").write_text(FALLBACK_CODE, encoding="utf-8")
     tools = {
-        "api": http_tool(retry={"max_attempts": 2, "interval_seconds": 1},
-                         output={"type": "object", "required": ["id"]}),
-        "record_fallback": {"python": f"{FALLBACK_MODULE}:record",
-                            "input": {"type": "object", "required": ["item"]}},
+        "api": http_tool(
+            retry={"max_attempts": 2, "interval_seconds": 1},
+            output={"type": "object", "required": ["id"]},
+        ),
+        "record_fallback": {
+            "python": f"{FALLBACK_MODULE}:record",
+            "input": {"type": "object", "required": ["item"]},
+        },
     }
     steps = [
         {**CALL, "on_error": "fallback", "next": "done"},
@@ -405,8 +542,10 @@ def test_on_error_routes_to_a_fallback_step(harness: Harness, tmp_path: Path,
     assert len(harness.server.requests_to("/items")) == requests
     assert harness.clock.sleeps == [1.0] * (requests - 1)
     assert (result.status, result.position) == ("completed", "done")
-    assert harness.route(result.run_id) == [("call", "error", "fallback"),
-                                            ("fallback", "ok", "done")]
+    assert harness.route(result.run_id) == [
+        ("call", "error", "fallback"),
+        ("fallback", "ok", "done"),
+    ]
     fallback = harness.store.checkpoints(result.run_id)[1]
     assert fallback.output == {"fallback": True, "item": "42"}
     assert harness.step_error_kinds(result.run_id) == kinds
@@ -432,22 +571,36 @@ def test_effect_sends_its_key_and_runs_once_per_key(harness: Harness, tmp_path: 
     assert harness.store.checkpoints(second.run_id)[0].output == {"order": "o-1"}
     ledger = harness.store.effect("order-42")
     assert ledger is not None
-    assert (ledger.status, ledger.run_id, ledger.result) == ("done", first.run_id,
-                                                             {"order": "o-1"})
+    assert (ledger.status, ledger.run_id, ledger.result) == ("done", first.run_id, {"order": "o-1"})
     assert harness.effect_events(first.run_id) == [{"key": "order-42", "status": "done"}]
     assert harness.effect_events(second.run_id) == [
-        {"key": "order-42", "status": "reused", "first_run": first.run_id}]
+        {"key": "order-42", "status": "reused", "first_run": first.run_id}
+    ]
 
 
-@pytest.mark.parametrize(("reply", "kind"), [
-    pytest.param(Reply(201, {"order": "o-1"}, delay=SLOW), "timeout", id="timeout"),
-    pytest.param(Reply(drop=True), "connection", id="connection-dropped"),
-])
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        pytest.param(Reply(201, {"order": "o-1"}, delay=SLOW), "timeout", id="timeout"),
+        pytest.param(Reply(drop=True), "connection", id="connection-dropped"),
+    ],
+)
 def test_non_idempotent_effect_whose_outcome_is_unknown_is_held_in_doubt(
-        harness: Harness, tmp_path: Path, reply: Reply, kind: str) -> None:
-    compiled = write_flow(tmp_path, {"api": effect_tool(timeout=TIMEOUT, retry={
-        "max_attempts": 3, "interval_seconds": 1,
-        "retry_on": ["timeout", "connection", "http_5xx"]})})
+    harness: Harness, tmp_path: Path, reply: Reply, kind: str
+) -> None:
+    compiled = write_flow(
+        tmp_path,
+        {
+            "api": effect_tool(
+                timeout=TIMEOUT,
+                retry={
+                    "max_attempts": 3,
+                    "interval_seconds": 1,
+                    "retry_on": ["timeout", "connection", "http_5xx"],
+                },
+            )
+        },
+    )
     harness.server.script("/orders", *[reply] * 3)
 
     result = harness.start(compiled)
@@ -467,12 +620,19 @@ def test_non_idempotent_effect_whose_outcome_is_unknown_is_held_in_doubt(
 
 
 def test_idempotent_effect_that_times_out_is_retried_with_the_same_key(
-        harness: Harness, tmp_path: Path) -> None:
-    compiled = write_flow(tmp_path, {"api": effect_tool(idempotent=True, timeout=TIMEOUT,
-                                                        retry={"max_attempts": 3,
-                                                               "interval_seconds": 1})})
-    harness.server.script("/orders", Reply(201, {"order": "late"}, delay=SLOW),
-                          Reply(201, {"order": "o-1"}))
+    harness: Harness, tmp_path: Path
+) -> None:
+    compiled = write_flow(
+        tmp_path,
+        {
+            "api": effect_tool(
+                idempotent=True, timeout=TIMEOUT, retry={"max_attempts": 3, "interval_seconds": 1}
+            )
+        },
+    )
+    harness.server.script(
+        "/orders", Reply(201, {"order": "late"}, delay=SLOW), Reply(201, {"order": "o-1"})
+    )
 
     result = harness.start(compiled)
 
@@ -489,11 +649,14 @@ def test_idempotent_effect_that_times_out_is_retried_with_the_same_key(
 
 
 def test_refused_connection_is_retried_even_for_a_non_idempotent_effect(
-        harness: Harness, tmp_path: Path, refused_url: str) -> None:
+    harness: Harness, tmp_path: Path, refused_url: str
+) -> None:
     # Nothing was sent, so nothing can have happened: safe to try again, not in doubt.
     harness.base = refused_url
-    compiled = write_flow(tmp_path, {"api": effect_tool(retry={
-        "max_attempts": 3, "interval_seconds": 1, "backoff_rate": 2})})
+    compiled = write_flow(
+        tmp_path,
+        {"api": effect_tool(retry={"max_attempts": 3, "interval_seconds": 1, "backoff_rate": 2})},
+    )
 
     result = harness.start(compiled)
 
@@ -504,7 +667,10 @@ def test_refused_connection_is_retried_even_for_a_non_idempotent_effect(
     ledger = harness.store.effect("order-42")
     assert ledger is not None and ledger.status == "failed"
     assert harness.failed_attempts(result.run_id) == [
-        ("connection", 1.0), ("connection", 2.0), ("connection", None)]
+        ("connection", 1.0),
+        ("connection", 2.0),
+        ("connection", None),
+    ]
 
 
 def test_unfollowed_redirect_is_not_an_effect_done(harness: Harness, tmp_path: Path) -> None:
@@ -520,11 +686,15 @@ def test_unfollowed_redirect_is_not_an_effect_done(harness: Harness, tmp_path: P
     assert ledger is not None
     if harness.server.requests_to("/orders/v2"):  # followed
         assert (result.status, ledger.status, ledger.result) == (
-            "completed", "done", {"order": "o-1"})
+            "completed",
+            "done",
+            {"order": "o-1"},
+        )
     else:  # not followed: an error, routed
         assert (result.status, result.position) == ("failed", "dead_letter"), (
             f"run {result.status} and ledger {ledger.status} with result {ledger.result!r} "
-            "after a 307 that was not followed")
+            "after a 307 that was not followed"
+        )
         assert ledger.status != "done"
 
 
@@ -541,13 +711,17 @@ def test_template_syntax_in_input_is_sent_literally(harness: Harness, tmp_path: 
     assert result.status == "completed"
 
 
-@pytest.mark.parametrize(("value", "limit", "message"), [
-    pytest.param({"item": 42}, 1024 * 1024, "input schema", id="schema"),
-    pytest.param({"item": "x", "extra": True}, 1024 * 1024, "input schema", id="extra-field"),
-    pytest.param({"item": "x" * 200}, 100, "limit is 100", id="oversized"),
-])
-def test_refused_input_raises_before_any_request(harness: Harness, tmp_path: Path,
-                                                 value: Any, limit: int, message: str) -> None:
+@pytest.mark.parametrize(
+    ("value", "limit", "message"),
+    [
+        pytest.param({"item": 42}, 1024 * 1024, "input schema", id="schema"),
+        pytest.param({"item": "x", "extra": True}, 1024 * 1024, "input schema", id="extra-field"),
+        pytest.param({"item": "x" * 200}, 100, "limit is 100", id="oversized"),
+    ],
+)
+def test_refused_input_raises_before_any_request(
+    harness: Harness, tmp_path: Path, value: Any, limit: int, message: str
+) -> None:
     compiled = write_flow(tmp_path, {"api": http_tool()})
     harness.server.script("/items", Reply(200, {"id": "i-1"}))
     harness.max_input_bytes = limit
@@ -567,14 +741,22 @@ def echo_authorization(request: Any) -> dict[str, Any]:
     return {"id": "i-1", "authorization": request.header("Authorization")}
 
 
-@pytest.mark.parametrize(("replies", "status"), [
-    pytest.param([Reply(500, f"token Bearer {TOKEN} refused"),
-                  Reply(200, echo_authorization)], "completed", id="echoed"),
-    pytest.param([Reply(500, f"token Bearer {TOKEN} refused")] * 2, "failed",
-                 id="in-every-error"),
-])
-def test_secret_is_sent_but_never_stored_or_shown(http_server: ScriptedServer, tmp_path: Path,
-                                                  replies: list[Reply], status: str) -> None:
+@pytest.mark.parametrize(
+    ("replies", "status"),
+    [
+        pytest.param(
+            [Reply(500, f"token Bearer {TOKEN} refused"), Reply(200, echo_authorization)],
+            "completed",
+            id="echoed",
+        ),
+        pytest.param(
+            [Reply(500, f"token Bearer {TOKEN} refused")] * 2, "failed", id="in-every-error"
+        ),
+    ],
+)
+def test_secret_is_sent_but_never_stored_or_shown(
+    http_server: ScriptedServer, tmp_path: Path, replies: list[Reply], status: str
+) -> None:
     db = tmp_path / "runs.db"
     url = f"sqlite:///{db}"
     tool = http_tool(retry={"max_attempts": 2, "interval_seconds": 1})
@@ -582,8 +764,12 @@ def test_secret_is_sent_but_never_stored_or_shown(http_server: ScriptedServer, t
     compiled = write_flow(tmp_path, {"api": tool})
     http_server.script("/items", *replies)
     store = SqlStore(url)
-    engine = Engine(store, clock=FakeClock(), rng=random.Random(0),
-                    environ={"BASE": http_server.url, "TOKEN": TOKEN})
+    engine = Engine(
+        store,
+        clock=FakeClock(),
+        rng=random.Random(0),
+        environ={"BASE": http_server.url, "TOKEN": TOKEN},
+    )
 
     result = engine.start(compiled, ITEM)
 
@@ -612,8 +798,9 @@ def cli_run(flow: Path, input_file: Path, url: str) -> tuple[int, str]:
     return code, match.group(1)
 
 
-def test_cli_run_exit_codes_and_listing(http_server: ScriptedServer, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_run_exit_codes_and_listing(
+    http_server: ScriptedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BASE", http_server.url)
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     tool = {"api": http_tool(retry={"max_attempts": 1})}
@@ -621,11 +808,12 @@ def test_cli_run_exit_codes_and_listing(http_server: ScriptedServer, tmp_path: P
     to_review = write_flow(tmp_path, tool, on_error="human_review", file="review.yaml")
     input_file = tmp_path / "input.json"
     input_file.write_text(json.dumps(ITEM), encoding="utf-8")
-    http_server.script("/items", Reply(200, {"id": "i-1"}), Reply(404, "gone"),
-                       Reply(404, "gone"))
-    flows = {"completed": Path(to_dead_letter.flow.document.file),
-             "failed": Path(to_dead_letter.flow.document.file),
-             "escalated": Path(to_review.flow.document.file)}
+    http_server.script("/items", Reply(200, {"id": "i-1"}), Reply(404, "gone"), Reply(404, "gone"))
+    flows = {
+        "completed": Path(to_dead_letter.flow.document.file),
+        "failed": Path(to_dead_letter.flow.document.file),
+        "escalated": Path(to_review.flow.document.file),
+    }
 
     codes, ids = {}, {}
     for status, flow in flows.items():
@@ -636,9 +824,11 @@ def test_cli_run_exit_codes_and_listing(http_server: ScriptedServer, tmp_path: P
     out = io.StringIO()
     assert cli.main(["runs", "--format", "json", "--db", url], out=out) == 0
     listed = {r["run"]: (r["status"], r["position"]) for r in json.loads(out.getvalue())}
-    assert listed == {ids["completed"]: ("completed", "done"),
-                      ids["failed"]: ("failed", "dead_letter"),
-                      ids["escalated"]: ("escalated", "human_review")}
+    assert listed == {
+        ids["completed"]: ("completed", "done"),
+        ids["failed"]: ("failed", "dead_letter"),
+        ids["escalated"]: ("escalated", "human_review"),
+    }
     out = io.StringIO()
     assert cli.main(["runs", "--status", "failed", "--db", url], out=out) == 0
     table = out.getvalue()

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from runner.core.llm import Answer, LLMResponse
-from runner.runtime.engine import Engine
-from runner.lang.load import load_flow
-from runner.lang.model import Policy
 from runner.kinds.policies.detectors import DETECTORS
 from runner.kinds.policies.kinds import check_policies
+from runner.lang.load import load_flow
+from runner.lang.model import Policy
+from runner.runtime.engine import Engine
 from runner.store.sql import SqlStore
 from runner.testing import FakeClock, FakeLLM
 
@@ -52,8 +52,11 @@ DETECTOR_CASES = [
     ("credit_card", "card 4111-1111-1111-1111.", ["4111-1111-1111-1111"]),
     ("credit_card", "4111111111111111", ["4111111111111111"]),
     ("credit_card", "amex 3782 822463 10005", ["3782 822463 10005"]),
-    ("credit_card", "cards 4111111111111111 and 5555555555554444",
-     ["4111111111111111", "5555555555554444"]),
+    (
+        "credit_card",
+        "cards 4111111111111111 and 5555555555554444",
+        ["4111111111111111", "5555555555554444"],
+    ),
     ("credit_card", "card 4111 1111 1111 1111 12/26", ["4111 1111 1111 1111"]),
     ("credit_card", "ref 12 4111 1111 1111 1111", ["4111 1111 1111 1111"]),
     ("credit_card", "order 4111111111111112 shipped", []),  # 16 digits, fails Luhn
@@ -68,8 +71,7 @@ DETECTOR_CASES = [
     ("iban", "pay GB28 WEST 1234 5698 7654 32 today", []),  # check digits swapped
     ("iban", "SKU AB12 CDEF 3456 7890 12", []),
     # emails
-    ("email", "write to jane.doe+tickets@example.co.uk soon",
-     ["jane.doe+tickets@example.co.uk"]),
+    ("email", "write to jane.doe+tickets@example.co.uk soon", ["jane.doe+tickets@example.co.uk"]),
     ("email", "mail x@example.com.", ["x@example.com"]),
     ("email", "ask @support on chat", []),
     ("email", "user@localhost is local", []),
@@ -97,8 +99,9 @@ DETECTOR_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("detector", "text", "expected"), DETECTOR_CASES,
-                         ids=[f"{d}:{t}" for d, t, _ in DETECTOR_CASES])
+@pytest.mark.parametrize(
+    ("detector", "text", "expected"), DETECTOR_CASES, ids=[f"{d}:{t}" for d, t, _ in DETECTOR_CASES]
+)
 def test_detector(detector: str, text: str, expected: list[str]) -> None:
     assert found(detector, text) == expected
 
@@ -116,62 +119,101 @@ def policy(name: str, kind: str, value: Any, message: str | None = None) -> Poli
 
 # (rule, text, the violations as (rule, message, sliced text or None))
 RULE_CASES = [
-    (policy("refunds", "deny", "(?i)we('ll| will) refund"),
-     "Good news: We will refund you, and we'll refund the fee.",
-     [("deny", "the text matches the denied pattern \"(?i)we('ll| will) refund\"",
-       "We will refund"),
-      ("deny", "the text matches the denied pattern \"(?i)we('ll| will) refund\"",
-       "we'll refund")]),
-    (policy("refunds", "deny", "(?i)we('ll| will) refund", "Only billing promises refunds."),
-     "we will refund", [("deny", "Only billing promises refunds.", "we will refund")]),
+    (
+        policy("refunds", "deny", "(?i)we('ll| will) refund"),
+        "Good news: We will refund you, and we'll refund the fee.",
+        [
+            (
+                "deny",
+                'the text matches the denied pattern "(?i)we(\'ll| will) refund"',
+                "We will refund",
+            ),
+            (
+                "deny",
+                'the text matches the denied pattern "(?i)we(\'ll| will) refund"',
+                "we'll refund",
+            ),
+        ],
+    ),
+    (
+        policy("refunds", "deny", "(?i)we('ll| will) refund", "Only billing promises refunds."),
+        "we will refund",
+        [("deny", "Only billing promises refunds.", "we will refund")],
+    ),
     (policy("refunds", "deny", "(?i)we('ll| will) refund"), "We cannot refund this.", []),
     (policy("signed", "require", "(?m)^Kind regards"), "Thanks!\nKind regards", []),
-    (policy("signed", "require", "(?m)^Kind regards"), "Thanks!",
-     [("require", "the text does not match the required pattern '(?m)^Kind regards'",
-       None)]),
+    (
+        policy("signed", "require", "(?m)^Kind regards"),
+        "Thanks!",
+        [("require", "the text does not match the required pattern '(?m)^Kind regards'", None)],
+    ),
     (policy("short", "max_length", 20), "x" * 20, []),
-    (policy("short", "max_length", 20), "Twenty characters ok, then more",
-     [("max_length", "the text is longer than 20 characters", ", then more")]),
+    (
+        policy("short", "max_length", 20),
+        "Twenty characters ok, then more",
+        [("max_length", "the text is longer than 20 characters", ", then more")],
+    ),
     (policy("names", "check", "input.name in text"), "Hello Ada, thanks.", []),
-    (policy("names", "check", "input.name in text"), "Hello there.",
-     [("check", "the check `input.name in text` is false", None)]),
-    (policy("pii", "detect", ("email", "credit_card")),
-     "Mail a@example.com, card 4111 1111 1111 1111, order 4111111111111112",
-     [("email", "the text contains email data", "a@example.com"),
-      ("credit_card", "the text contains credit card data", "4111 1111 1111 1111")]),
-    (policy("pii", "detect", ("email", "credit_card"), "No personal data."),
-     "order 4111111111111112 for bob at example dot com", []),
+    (
+        policy("names", "check", "input.name in text"),
+        "Hello there.",
+        [("check", "the check `input.name in text` is false", None)],
+    ),
+    (
+        policy("pii", "detect", ("email", "credit_card")),
+        "Mail a@example.com, card 4111 1111 1111 1111, order 4111111111111112",
+        [
+            ("email", "the text contains email data", "a@example.com"),
+            ("credit_card", "the text contains credit card data", "4111 1111 1111 1111"),
+        ],
+    ),
+    (
+        policy("pii", "detect", ("email", "credit_card"), "No personal data."),
+        "order 4111111111111112 for bob at example dot com",
+        [],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("rule", "text", "expected"), RULE_CASES,
-                         ids=[f"{r.kind}-{i}" for i, (r, _, _) in enumerate(RULE_CASES)])
+@pytest.mark.parametrize(
+    ("rule", "text", "expected"),
+    RULE_CASES,
+    ids=[f"{r.kind}-{i}" for i, (r, _, _) in enumerate(RULE_CASES)],
+)
 def test_rule(rule: Policy, text: str, expected: list[tuple[str, str, str | None]]) -> None:
     violations = check_policies([rule], text, {"input": {"name": "Ada"}}, no_judge)
     assert [(v["policy"], v["rule"], v["message"]) for v in violations] == [
-        (rule.name, r, m) for r, m, _ in expected]
+        (rule.name, r, m) for r, m, _ in expected
+    ]
     for violation, (_, _, piece) in zip(violations, expected, strict=True):
         if piece is None:
             assert "start" not in violation and "end" not in violation
         else:
-            assert text[violation["start"]:violation["end"]] == piece
+            assert text[violation["start"] : violation["end"]] == piece
             assert piece in violation["excerpt"]
 
 
 def test_violations_come_in_the_order_the_rules_are_listed() -> None:
-    rules = [policy("b", "deny", "bad"), policy("a", "max_length", 5),
-             policy("c", "detect", ("email",))]
+    rules = [
+        policy("b", "deny", "bad"),
+        policy("a", "max_length", 5),
+        policy("c", "detect", ("email",)),
+    ]
     text = "bad news for x@example.com"
     violations = check_policies(rules, text, {}, no_judge)
-    assert [(v["policy"], text[v["start"]:v["end"]]) for v in violations] == [
-        ("b", "bad"), ("a", "ews for x@example.com"), ("c", "x@example.com")]
+    assert [(v["policy"], text[v["start"] : v["end"]]) for v in violations] == [
+        ("b", "bad"),
+        ("a", "ews for x@example.com"),
+        ("c", "x@example.com"),
+    ]
 
 
 def test_a_judge_rule_asks_the_judge_and_keeps_its_violation() -> None:
     judge = Judge({"passes": False, "reason": "rude"})
     rule = policy("polite", "judge", {"rubric": "Be polite."})
     assert check_policies([rule], "go away", {}, judge) == [
-        {"policy": "polite", "rule": "judge", "message": "the judge found: rude"}]
+        {"policy": "polite", "rule": "judge", "message": "the judge found: rude"}
+    ]
     assert judge.asked == ["Rule: Be polite.\n\nText:\ngo away"]
 
 
@@ -198,35 +240,43 @@ on_error: dead_letter
 def run_flow(tmp_path: Path, reply: str, violation: str = "human_review") -> tuple[Any, Any]:
     path = tmp_path / "guard.yaml"
     path.write_text(textwrap.dedent(FLOW).replace("VIOLATION", violation), encoding="utf-8")
-    engine = Engine(SqlStore.memory(), llm=FakeLLM({}), clock=FakeClock(),
-                    rng=random.Random(0))
+    engine = Engine(SqlStore.memory(), llm=FakeLLM({}), clock=FakeClock(), rng=random.Random(0))
     return engine, engine.start(load_flow(path), {"reply": reply})
 
 
 FLOW_CASES = [
     ("Thanks, your ticket is solved. Order 4111111111111112 ships today.", [], None),
-    ("We will refund card 4111-1111-1111-1111 via DE89 3704 0044 0532 0130 00.",
-     [("no_refund_promise", "deny", "We will refund"),
-      ("no_personal_data", "credit_card", "4111-1111-1111-1111"),
-      ("no_personal_data", "iban", "DE89 3704 0044 0532 0130 00")],
-     "policy no_refund_promise: Only billing staff promise refunds.; "
-     "policy no_personal_data: the text contains credit card data; "
-     "policy no_personal_data: the text contains iban data"),
-    ("Call me on +44 20 7946 0958 or use key AKIAIOSFODNN7EXAMPLE.",
-     [("no_personal_data", "phone", "+44 20 7946 0958"),
-      ("no_personal_data", "secret", "AKIAIOSFODNN7EXAMPLE")],
-     "policy no_personal_data: the text contains phone data; "
-     "policy no_personal_data: the text contains secret data"),
+    (
+        "We will refund card 4111-1111-1111-1111 via DE89 3704 0044 0532 0130 00.",
+        [
+            ("no_refund_promise", "deny", "We will refund"),
+            ("no_personal_data", "credit_card", "4111-1111-1111-1111"),
+            ("no_personal_data", "iban", "DE89 3704 0044 0532 0130 00"),
+        ],
+        "policy no_refund_promise: Only billing staff promise refunds.; "
+        "policy no_personal_data: the text contains credit card data; "
+        "policy no_personal_data: the text contains iban data",
+    ),
+    (
+        "Call me on +44 20 7946 0958 or use key AKIAIOSFODNN7EXAMPLE.",
+        [
+            ("no_personal_data", "phone", "+44 20 7946 0958"),
+            ("no_personal_data", "secret", "AKIAIOSFODNN7EXAMPLE"),
+        ],
+        "policy no_personal_data: the text contains phone data; "
+        "policy no_personal_data: the text contains secret data",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("reply", "expected", "reason"), FLOW_CASES)
-def test_policies_step(tmp_path: Path, reply: str, expected: list[tuple[str, str, str]],
-                       reason: str | None) -> None:
+def test_policies_step(
+    tmp_path: Path, reply: str, expected: list[tuple[str, str, str]], reason: str | None
+) -> None:
     engine, result = run_flow(tmp_path, reply)
     text = f"Reply: {reply}"  # what the step checked: offsets index into it
     events = [e.data for e in engine.store.events(result.run_id) if e.kind == "policy"]
-    assert [(v["policy"], v["rule"], text[v["start"]:v["end"]]) for v in events] == expected
+    assert [(v["policy"], v["rule"], text[v["start"] : v["end"]]) for v in events] == expected
     (checkpoint,) = engine.store.checkpoints(result.run_id)
     assert checkpoint.output == {"violations": events}
     assert result.reason == reason
@@ -234,7 +284,10 @@ def test_policies_step(tmp_path: Path, reply: str, expected: list[tuple[str, str
         assert (result.status, checkpoint.outcome) == ("completed", "ok")
         return
     assert (result.status, checkpoint.outcome, checkpoint.route) == (
-        "escalated", "violation", "human_review")
+        "escalated",
+        "violation",
+        "human_review",
+    )
     run = engine.store.run(result.run_id)
     assert (run.failed_step, run.reason) == ("check", reason)
 

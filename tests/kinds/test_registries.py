@@ -50,8 +50,13 @@ def test_step_kinds() -> None:
 
 def test_each_step_kind_builds_records_of_its_own_kind() -> None:
     """A kind's name, the key that marks it in YAML, and its record's `kind` agree."""
-    common = {"id": "s", "index": 0, "path": ("steps", 0), "next": "done",
-              "on_error": "dead_letter"}
+    common = {
+        "id": "s",
+        "index": 0,
+        "path": ("steps", 0),
+        "next": "done",
+        "on_error": "dead_letter",
+    }
     for name, kind in registry.STEP_KINDS.items():
         assert name in kind.example
         record = kind.build(kind.example, dict(common))

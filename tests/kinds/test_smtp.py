@@ -37,8 +37,8 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from runner.store.sql import SqlStore
 from runner.kinds.tools.smtp import message_id
+from runner.store.sql import SqlStore
 
 pytestmark = pytest.mark.slow
 
@@ -84,8 +84,10 @@ class MailServer:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         handler = _Handler(self)
-        server = asyncio.run_coroutine_threadsafe(self._loop.create_server(
-            lambda: SMTP(handler, hostname="mx.test"), "127.0.0.1", 0), self._loop)
+        server = asyncio.run_coroutine_threadsafe(
+            self._loop.create_server(lambda: SMTP(handler, hostname="mx.test"), "127.0.0.1", 0),
+            self._loop,
+        )
         self._server = server.result(10)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -94,8 +96,13 @@ class MailServer:
         with self._cond:
             return self._holds.setdefault((phase, ticket), threading.Event())
 
-    def wait_holding(self, phase: str, ticket: str, proc: subprocess.Popen[bytes],
-                     timeout: float = PROCESS_TIMEOUT) -> bool:
+    def wait_holding(
+        self,
+        phase: str,
+        ticket: str,
+        proc: subprocess.Popen[bytes],
+        timeout: float = PROCESS_TIMEOUT,
+    ) -> bool:
         """Until the server holds `ticket` at `phase` (True), or `proc` ended (False)."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -157,8 +164,14 @@ class _Handler:
         if event is not None:
             await asyncio.to_thread(event.wait, PROCESS_TIMEOUT)
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
         with self.server._cond:
             self.server.rcpts.append(address)
         await self._hold("rcpt", ticket_of(address))
@@ -170,11 +183,15 @@ class _Handler:
         assert isinstance(raw, bytes)
         message = email.message_from_bytes(raw, policy=email.policy.default)
         body = message.get_body()
-        self.server._record(Mail(
-            message_id=str(message["Message-ID"]), to=str(message["To"]),
-            subject=str(message["Subject"]),
-            body=body.get_content().replace("\r\n", "\n") if body else "",
-            rcpt=tuple(envelope.rcpt_tos)))
+        self.server._record(
+            Mail(
+                message_id=str(message["Message-ID"]),
+                to=str(message["To"]),
+                subject=str(message["Subject"]),
+                body=body.get_content().replace("\r\n", "\n") if body else "",
+                rcpt=tuple(envelope.rcpt_tos),
+            )
+        )
         ticket = ticket_of(envelope.rcpt_tos[0])
         await self._hold("data", ticket)
         delay = self.server.delays.get(ticket, 0.0)
@@ -293,14 +310,17 @@ ALERT_TOOL = """\
     retry: {max_attempts: 2, interval_seconds: 0, jitter: false}
 """
 
-ALERTED_STEPS = """\
+ALERTED_STEPS = (
+    """\
 notify:
   tool: alert
   args:
     subject: "run {{ run.id }} of {{ run.flow }} {{ run.status }} at {{ run.step }}"
     body: "{{ run.reason }} (ticket {{ input.ticket }})"
   on: [failed]
-""" + SEND_STEPS
+"""
+    + SEND_STEPS
+)
 
 
 class Desk:
@@ -320,9 +340,13 @@ class Desk:
         self._lock = threading.Lock()
 
     def spawn(self, *args: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-m", "runner", *args, "--db", self.url],
-                                cwd=self.root, env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runner", *args, "--db", self.url],
+            cwd=self.root,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         with self._lock:
             self.procs.append(proc)
         return proc
@@ -341,8 +365,9 @@ class Desk:
         return SqlStore(self.url)
 
     def run_of(self, ticket: str) -> str | None:
-        found = [r.id for r in self.store().list_runs(limit=1000)
-                 if r.input.get("ticket") == ticket]
+        found = [
+            r.id for r in self.store().list_runs(limit=1000) if r.input.get("ticket") == ticket
+        ]
         assert len(found) <= 1, f"{ticket} has several runs: {found}"
         return found[0] if found else None
 
@@ -351,17 +376,20 @@ class Desk:
         path = self.url.removeprefix("sqlite:///")
         if not Path(path).exists():
             return False, 0
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True,
-                                                timeout=10)) as db:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        ) as db:
             try:
-                row = db.execute("SELECT id FROM runs WHERE json_extract(input, '$.ticket') "
-                                 "= ?", (ticket,)).fetchone()
+                row = db.execute(
+                    "SELECT id FROM runs WHERE json_extract(input, '$.ticket') = ?", (ticket,)
+                ).fetchone()
             except sqlite3.OperationalError:  # no tables yet
                 return False, 0
             if row is None:
                 return False, 0
-            resumed = db.execute("SELECT count(*) FROM events WHERE run_id = ? AND kind = "
-                                 "'run_resumed'", (row[0],)).fetchone()[0]
+            resumed = db.execute(
+                "SELECT count(*) FROM events WHERE run_id = ? AND kind = 'run_resumed'", (row[0],)
+            ).fetchone()[0]
         return True, int(resumed)
 
     def close(self) -> None:
@@ -433,8 +461,7 @@ def state(desk: Desk, ticket: str) -> str:
     return f"{record.status} at {record.position}, ledger {effect.status if effect else '-'}"
 
 
-def live_through_kills(desk: Desk, server: MailServer, story: Story,
-                       rng: random.Random) -> None:
+def live_through_kills(desk: Desk, server: MailServer, story: Story, rng: random.Random) -> None:
     ticket = story.ticket
     source = desk.input_file(ticket)
     # 1. `runner run`, killed: held at RCPT, held after DATA, or at a random moment.
@@ -458,8 +485,9 @@ def live_through_kills(desk: Desk, server: MailServer, story: Story,
         if rng.random() < 0.25:
             killed = kill_at(proc, rng.uniform(0.0, 1.5))
         else:
-            killed = (wait_until(lambda: desk.probe(ticket)[0], proc)
-                      and kill_at(proc, rng.uniform(0.0, 0.5)))
+            killed = wait_until(lambda: desk.probe(ticket)[0], proc) and kill_at(
+                proc, rng.uniform(0.0, 0.5)
+            )
         if killed:
             story.kills.append(state(desk, ticket))
     # 2. Until the run stops running: start it if the kill came before it existed,
@@ -480,8 +508,12 @@ def live_through_kills(desk: Desk, server: MailServer, story: Story,
             exists, resumes = desk.probe(ticket)
             return exists if fresh else resumes > before
 
-        if attempt == 0 and rng.random() < 0.5 and wait_until(took_it, proc) \
-                and kill_at(proc, rng.uniform(0.0, 0.4)):
+        if (
+            attempt == 0
+            and rng.random() < 0.5
+            and wait_until(took_it, proc)
+            and kill_at(proc, rng.uniform(0.0, 0.4))
+        ):
             story.kills.append(state(desk, ticket))
         else:
             out, err = proc.communicate(timeout=PROCESS_TIMEOUT)
@@ -500,21 +532,41 @@ def live_through_kills(desk: Desk, server: MailServer, story: Story,
             story.decision = "approve"
             # The person found it in the server's log and says what the send returned.
             found = message_id(key_of(ticket), SENDER)
-            code, out, err = desk.runner("review", "approve", run, "--as", "ops",
-                                         "--note", "found in the server log",
-                                         "--set", f"message_id={found}")
+            code, out, err = desk.runner(
+                "review",
+                "approve",
+                run,
+                "--as",
+                "ops",
+                "--note",
+                "found in the server log",
+                "--set",
+                f"message_id={found}",
+            )
         else:
             story.decision = "retry"
-            code, out, err = desk.runner("review", "retry", run, "--from", "send",
-                                         "--as", "ops", "--note", "not in the server log")
-        assert (code, out, err) == (0, f"run {run} completed (0.00 s)\n",
-                                    "approved by ops\n" if story.decision == "approve"
-                                    else ""), story
+            code, out, err = desk.runner(
+                "review",
+                "retry",
+                run,
+                "--from",
+                "send",
+                "--as",
+                "ops",
+                "--note",
+                "not in the server log",
+            )
+        assert (code, out, err) == (
+            0,
+            f"run {run} completed (0.00 s)\n",
+            "approved by ops\n" if story.decision == "approve" else "",
+        ), story
     assert desk.store().run(run).status == "completed", (story, state(desk, ticket))
 
 
 def test_one_email_per_ticket_through_kills_and_resumes(
-        tmp_path: Path, mail_server: MailServer, desks: list[Desk]) -> None:
+    tmp_path: Path, mail_server: MailServer, desks: list[Desk]
+) -> None:
     desk = Desk(tmp_path, mail_server.port, SEND_STEPS)
     desks.append(desk)
     rng = random.Random(SEED)
@@ -524,13 +576,18 @@ def test_one_email_per_ticket_through_kills_and_resumes(
     stories = [Story(t, m) for t, m in zip(tickets, modes, strict=True)]
     rngs = [random.Random(rng.random()) for _ in stories]
     with ThreadPoolExecutor(PARALLEL) as pool:
-        done = [pool.submit(live_through_kills, desk, mail_server, s, r)
-                for s, r in zip(stories, rngs, strict=True)]
+        done = [
+            pool.submit(live_through_kills, desk, mail_server, s, r)
+            for s, r in zip(stories, rngs, strict=True)
+        ]
         for future in done:
             future.result(timeout=120)
 
-    report = "\n".join(f"{s.ticket} {s.mode}: kills {s.kills}, runs {s.runs}, resumes "
-                       f"{s.resumes}, decision {s.decision}" for s in stories)
+    report = "\n".join(
+        f"{s.ticket} {s.mode}: kills {s.kills}, runs {s.runs}, resumes "
+        f"{s.resumes}, decision {s.decision}"
+        for s in stories
+    )
     print(report)  # shown with -s, or on failure
     # Exactly one email per ticket, by Message-ID and by recipient.
     ids = [m.message_id for m in mail_server.mails]
@@ -540,8 +597,9 @@ def test_one_email_per_ticket_through_kills_and_resumes(
         assert mail.message_id == message_id(key_of(story.ticket), SENDER), report
         assert mail.to == f"{story.ticket}@customers.example"
         assert mail.subject == f"[{story.ticket}] We got your request"
-        assert mail.body == (f"Hello, ticket {story.ticket} is confirmed. We will refund you "
-                             "soon.\n")
+        assert mail.body == (
+            f"Hello, ticket {story.ticket} is confirmed. We will refund you soon.\n"
+        )
         effect = desk.store().effect(key_of(story.ticket))
         assert effect is not None
         assert effect.status == "done", (story, effect)
@@ -554,13 +612,15 @@ def test_one_email_per_ticket_through_kills_and_resumes(
         if story.mode == "data":
             assert story.kills[0] == "running at send, ledger started", report
             assert story.decision == "approve", report
-    assert any(k.startswith("running at") for s in stories if s.mode == "random"
-               for k in s.kills), report
+    assert any(
+        k.startswith("running at") for s in stories if s.mode == "random" for k in s.kills
+    ), report
 
 
 # -- review decisions reach (or do not reach) the server -------------------------------------
-def test_an_approved_edit_sends_the_edited_text(tmp_path: Path, mail_server: MailServer,
-                                                desks: list[Desk]) -> None:
+def test_an_approved_edit_sends_the_edited_text(
+    tmp_path: Path, mail_server: MailServer, desks: list[Desk]
+) -> None:
     desk = Desk(tmp_path, mail_server.port, CHECKED_STEPS)
     desks.append(desk)
     code, out, err = desk.runner("run", str(desk.flow), "--input", desk.input_file("e01"))
@@ -569,8 +629,9 @@ def test_an_approved_edit_sends_the_edited_text(tmp_path: Path, mail_server: Mai
     assert run is not None
     assert mail_server.for_ticket("e01") == []
     edited = "Hello, ticket e01 is confirmed. Billing will contact you about the money."
-    code, out, err = desk.runner("review", "approve", run, "--as", "alice",
-                                 "--set", f"body={edited}")
+    code, out, err = desk.runner(
+        "review", "approve", run, "--as", "alice", "--set", f"body={edited}"
+    )
     assert (code, out, err) == (0, f"run {run} completed (0.00 s)\n", "approved by alice\n")
     [mail] = mail_server.for_ticket("e01")
     assert mail.body == edited + "\n"
@@ -581,19 +642,23 @@ def test_an_approved_edit_sends_the_edited_text(tmp_path: Path, mail_server: Mai
     effect = desk.store().effect(key_of("e01"))
     assert effect is not None
     assert (effect.status, effect.result) == (
-        "done", {"message_id": mail.message_id, "refused": []})
+        "done",
+        {"message_id": mail.message_id, "refused": []},
+    )
 
 
-def test_a_rejected_run_sends_nothing(tmp_path: Path, mail_server: MailServer,
-                                      desks: list[Desk]) -> None:
+def test_a_rejected_run_sends_nothing(
+    tmp_path: Path, mail_server: MailServer, desks: list[Desk]
+) -> None:
     desk = Desk(tmp_path, mail_server.port, CHECKED_STEPS)
     desks.append(desk)
     code, out, err = desk.runner("run", str(desk.flow), "--input", desk.input_file("r01"))
     assert code == 4, (out, err)
     run = desk.run_of("r01")
     assert run is not None
-    code, out, err = desk.runner("review", "reject", run, "--as", "bob",
-                                 "--reason", "promises a refund")
+    code, out, err = desk.runner(
+        "review", "reject", run, "--as", "bob", "--reason", "promises a refund"
+    )
     assert (code, out, err) == (0, f"run {run} rejected by bob: promises a refund\n", "")
     code, out, err = desk.runner("resume", run)
     assert code == 1, (out, err)
@@ -605,15 +670,18 @@ def test_a_rejected_run_sends_nothing(tmp_path: Path, mail_server: MailServer,
 
 # -- alerts ------------------------------------------------------------------------------------
 def test_an_alert_reaches_the_server_when_a_run_dead_letters(
-        tmp_path: Path, mail_server: MailServer, desks: list[Desk]) -> None:
+    tmp_path: Path, mail_server: MailServer, desks: list[Desk]
+) -> None:
     desk = Desk(tmp_path, mail_server.port, ALERTED_STEPS, alert_port=mail_server.port)
     desks.append(desk)
     code, out, err = desk.runner("run", str(desk.flow), "--input", desk.input_file("boom1"))
     assert code == 1, (out, err)
     run = desk.run_of("boom1")
     assert run is not None
-    reason = ("step compose failed: failed after 1 attempt: #1 exception: RuntimeError: no "
-              "template for boom1")
+    reason = (
+        "step compose failed: failed after 1 attempt: #1 exception: RuntimeError: no "
+        "template for boom1"
+    )
     [alert] = mail_server.to("oncall@example.com")
     assert alert.subject == f"run {run} of confirm failed at compose"
     assert alert.body == f"{reason} (ticket boom1)\n"
@@ -626,8 +694,8 @@ def test_an_alert_reaches_the_server_when_a_run_dead_letters(
 
 
 def test_a_failing_alert_is_an_event_and_the_run_keeps_its_error(
-        tmp_path: Path, mail_server: MailServer, refused_port: int,
-        desks: list[Desk]) -> None:
+    tmp_path: Path, mail_server: MailServer, refused_port: int, desks: list[Desk]
+) -> None:
     desk = Desk(tmp_path, mail_server.port, ALERTED_STEPS, alert_port=refused_port)
     desks.append(desk)
     code, out, err = desk.runner("run", str(desk.flow), "--input", desk.input_file("boom2"))
@@ -635,21 +703,34 @@ def test_a_failing_alert_is_an_event_and_the_run_keeps_its_error(
     assert run is not None
     message = "failed after 1 attempt: #1 exception: RuntimeError: no template for boom2"
     assert (code, err) == (1, "")
-    assert out == (f"run {run} failed (" + out.split("(", 1)[1].split(")", 1)[0] + ")\n"
-                   f"  in the dead-letter queue: step compose failed: {message}\n"
-                   f"  after fixing the cause: runner resume {run}\n")
+    assert out == (
+        f"run {run} failed (" + out.split("(", 1)[1].split(")", 1)[0] + ")\n"
+        f"  in the dead-letter queue: step compose failed: {message}\n"
+        f"  after fixing the cause: runner resume {run}\n"
+    )
     [alert] = [e.data for e in desk.store().events(run) if e.kind == "alert"]
     assert (alert["tool"], alert["status"]) == ("alert", "failed"), alert
     assert re.search(r"connection|refused", alert["error"], re.IGNORECASE), alert
     assert "2 attempts" in alert["error"], alert
     record = desk.store().run(run)
     assert (record.status, record.position, record.failed_step) == (
-        "failed", "dead_letter", "compose")
+        "failed",
+        "dead_letter",
+        "compose",
+    )
     assert record.reason == f"step compose failed: {message}"
     assert record.error == {
-        "kind": "exception", "message": message,
-        "attempts": [{"number": 1, "kind": "exception",
-                      "message": "RuntimeError: no template for boom2", "wait_seconds": None}]}
+        "kind": "exception",
+        "message": message,
+        "attempts": [
+            {
+                "number": 1,
+                "kind": "exception",
+                "message": "RuntimeError: no template for boom2",
+                "wait_seconds": None,
+            }
+        ],
+    }
     assert [c.step_id for c in desk.store().checkpoints(run)] == ["compose"]
     assert mail_server.mails == []
     # Still an ordinary dead letter: once the cause is fixed, it resumes.
@@ -668,7 +749,8 @@ def test_the_server_records_what_it_accepts(mail_server: MailServer) -> None:
     message.set_content("Body")
     with smtplib.SMTP("127.0.0.1", mail_server.port, timeout=10) as client:
         client.send_message(message)
-    assert mail_server.for_ticket("x1") == [Mail("<abc@example.com>", "x1@customers.example",
-                                                 "Hi", "Body\n", ("x1@customers.example",))]
+    assert mail_server.for_ticket("x1") == [
+        Mail("<abc@example.com>", "x1@customers.example", "Hi", "Body\n", ("x1@customers.example",))
+    ]
     assert mail_server.has("<abc@example.com>")
     assert not mail_server.has("<other@example.com>")

@@ -21,9 +21,12 @@ FLOW_DIRS = ("flows", "examples")
 
 def flow_files() -> list[Path]:
     """The flow files under flows/ and examples/, without flow tests (`*.test.yaml`)."""
-    found = [path for folder in FLOW_DIRS for path in (ROOT / folder).rglob("*")
-             if path.suffix in (".yaml", ".yml")
-             and not path.name.endswith((".test.yaml", ".test.yml"))]
+    found = [
+        path
+        for folder in FLOW_DIRS
+        for path in (ROOT / folder).rglob("*")
+        if path.suffix in (".yaml", ".yml") and not path.name.endswith((".test.yaml", ".test.yml"))
+    ]
     return sorted(found)
 
 

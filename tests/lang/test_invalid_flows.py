@@ -48,8 +48,9 @@ def test_the_corpus_is_found() -> None:
 
 
 @pytest.mark.parametrize("flow", FIXTURES, ids=lambda path: path.stem)
-def test_invalid_flow_report(flow: Path, monkeypatch: pytest.MonkeyPatch,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_flow_report(
+    flow: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(INVALID)
     code, output = validate(flow.name)
     assert capsys.readouterr().err == ""
@@ -95,21 +96,22 @@ HOSTILE: dict[str, tuple[bytes, str]] = {
     "alias_bomb": (alias_bomb(), "more than 100,000 values"),
     "100000_open_brackets": (b"[" * 100_000, "nest"),
     "10000_level_block_nesting": (b"- " * 10_000 + b"x\n", "nested deeper than 64 levels"),
-    "2mb_over_size_cap": (b"description: " + b"x" * (2 * 1024 * 1024) + b"\n",
-                          "limited to 1,048,576 bytes"),
+    "2mb_over_size_cap": (
+        b"description: " + b"x" * (2 * 1024 * 1024) + b"\n",
+        "limited to 1,048,576 bytes",
+    ),
     "64kb_random_bytes": (random.Random(20240601).randbytes(64 * 1024), "not UTF-8"),
     "nul_byte": (b"version: 1\nname: demo\x00\n", "character 0x00"),
     "100000_documents": (b"---\na: 1\n" * 100_000, "one YAML document"),
-    "520000_values_without_aliases": (b"[" + b"1," * 520_000 + b"1]\n",
-                                      "more than 100,000 values"),
+    "520000_values_without_aliases": (b"[" + b"1," * 520_000 + b"1]\n", "more than 100,000 values"),
 }
 PROBLEM_LINE = r"{name}:(?P<line>\d+):(?P<col>\d+): \S[^\n]*?: \S[^\n]*"
 
 
 @pytest.mark.parametrize("case", list(HOSTILE), ids=str)
 def test_hostile_input_gets_one_located_problem_quickly(
-        case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     content, fragment = HOSTILE[case]
     name = f"{case}.yaml"
     (tmp_path / name).write_bytes(content)

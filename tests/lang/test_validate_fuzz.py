@@ -27,9 +27,12 @@ from hypothesis import strategies as st
 from runner.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
-SEEDS = sorted(path for folder in ("flows", "examples") for path in (ROOT / folder).rglob("*")
-               if path.suffix in (".yaml", ".yml")
-               and not path.name.endswith((".test.yaml", ".test.yml")))
+SEEDS = sorted(
+    path
+    for folder in ("flows", "examples")
+    for path in (ROOT / folder).rglob("*")
+    if path.suffix in (".yaml", ".yml") and not path.name.endswith((".test.yaml", ".test.yml"))
+)
 SEED_IDS = [str(path.relative_to(ROOT)) for path in SEEDS]
 # Cases across all seeds: thousands in all, yet the file stays under a minute on 2 cores.
 TOTAL_EXAMPLES = 2000
@@ -94,12 +97,19 @@ class Mutator:
         self.data = yaml.safe_load(text)
         everywhere = paths(self.data)
         self.keys = sorted({str(p[-1]) for p in everywhere if isinstance(p[-1], str)})
-        scalars = {get(self.data, p) for p in everywhere
-                   if not isinstance(get(self.data, p), dict | list)}
+        scalars = {
+            get(self.data, p) for p in everywhere if not isinstance(get(self.data, p), dict | list)
+        }
         self.scalars = sorted(scalars, key=repr)
         texts = [v for v in self.scalars if isinstance(v, str)] + self.keys
-        leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
-                           st.text(max_size=16), st.sampled_from(self.scalars))
+        leaves = st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(),
+            st.text(max_size=16),
+            st.sampled_from(self.scalars),
+        )
         nested = st.one_of(leaves, st.lists(leaves, max_size=2))
         self.values: dict[str, st.SearchStrategy[Any]] = {
             "null": st.none(),
@@ -107,21 +117,28 @@ class Mutator:
             "number": st.one_of(st.integers(), st.floats()),
             "string": st.one_of(st.text(max_size=16), st.sampled_from(texts)),
             "list": st.lists(nested, max_size=3),
-            "mapping": st.dictionaries(st.one_of(st.sampled_from(self.keys),
-                                                 st.text(max_size=8)), nested, max_size=3),
+            "mapping": st.dictionaries(
+                st.one_of(st.sampled_from(self.keys), st.text(max_size=8)), nested, max_size=3
+            ),
         }
         self.structural: dict[str, Callable[[Any, Draw], Any]] = {
-            "drop_key": self.drop_key, "rename_key": self.rename_key, "retype": self.retype,
-            "swap_values": self.swap_values, "duplicate_step": self.duplicate_step,
+            "drop_key": self.drop_key,
+            "rename_key": self.rename_key,
+            "retype": self.retype,
+            "swap_values": self.swap_values,
+            "duplicate_step": self.duplicate_step,
         }
         self.textual: dict[str, Callable[[str, Draw], str]] = {
-            "truncate": self.truncate, "insert_characters": self.insert_characters,
+            "truncate": self.truncate,
+            "insert_characters": self.insert_characters,
         }
 
     def mutant(self, draw: Draw) -> str:
         """One to three mutations: structural ones on the data, then textual ones."""
-        names = draw(st.lists(st.sampled_from([*self.structural, *self.textual]),
-                              min_size=1, max_size=3), label="mutations")
+        names = draw(
+            st.lists(st.sampled_from([*self.structural, *self.textual]), min_size=1, max_size=3),
+            label="mutations",
+        )
         text = self.text
         if any(name in self.structural for name in names):
             data = copy.deepcopy(self.data)
@@ -152,8 +169,13 @@ class Mutator:
         path = draw(st.sampled_from(mappings))
         mapping = get(data, path)
         old = draw(st.sampled_from(sorted(mapping)))
-        new = draw(st.one_of(st.sampled_from(self.keys), st.text(max_size=12),
-                             st.sampled_from([old.upper(), old[:-1], old + "s", f" {old}"])))
+        new = draw(
+            st.one_of(
+                st.sampled_from(self.keys),
+                st.text(max_size=12),
+                st.sampled_from([old.upper(), old[:-1], old + "s", f" {old}"]),
+            )
+        )
         renamed = {(new if key == old else key): value for key, value in mapping.items()}
         if not path:
             return renamed
@@ -165,8 +187,7 @@ class Mutator:
         everywhere = paths(data)
         path = draw(st.sampled_from(everywhere)) if everywhere else ()
         old = get(data, path)
-        new = draw(self.values[draw(st.sampled_from([k for k in self.values
-                                                     if k != kind(old)]))])
+        new = draw(self.values[draw(st.sampled_from([k for k in self.values if k != kind(old)]))])
         if not path:
             return new
         put(data, path, new)
@@ -206,13 +227,18 @@ class Mutator:
         # Anywhere, or where a value starts (after `key: ` or `- `), where it bites most.
         value_starts = [m.end() for m in re.finditer(r": |- ", text)] or [0]
         offset = draw(st.one_of(st.integers(0, len(text)), st.sampled_from(value_starts)))
-        inserted = draw(st.one_of(
-            st.text(st.sampled_from(YAML_PUNCTUATION), min_size=1, max_size=6),
-            st.text(st.characters(codec="utf-8"), min_size=1, max_size=6),
-            # a long run of one character: long numbers, long names, deep nesting
-            st.builds(lambda char, count: char * count,
-                      st.sampled_from([*"0123456789a[{-", "  "]), st.integers(1, 6000)),
-        ))
+        inserted = draw(
+            st.one_of(
+                st.text(st.sampled_from(YAML_PUNCTUATION), min_size=1, max_size=6),
+                st.text(st.characters(codec="utf-8"), min_size=1, max_size=6),
+                # a long run of one character: long numbers, long names, deep nesting
+                st.builds(
+                    lambda char, count: char * count,
+                    st.sampled_from([*"0123456789a[{-", "  "]),
+                    st.integers(1, 6000),
+                ),
+            )
+        )
         return text[:offset] + inserted + text[offset:]
 
 
@@ -247,8 +273,9 @@ def test_seeds_are_found() -> None:
 
 
 @pytest.mark.parametrize("seed", SEEDS, ids=SEED_IDS)
-def test_unmutated_dump_is_valid(seed: Path, tmp_path: Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_unmutated_dump_is_valid(
+    seed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Structural mutants start from a valid flow, so what breaks them is the mutation."""
     target = seed_folder(tmp_path, seed) / seed.name
     target.write_text(dump(Mutator(seed.read_text(encoding="utf-8")).data), encoding="utf-8")
@@ -257,9 +284,9 @@ def test_unmutated_dump_is_valid(seed: Path, tmp_path: Path,
 
 
 @pytest.mark.parametrize("seed", SEEDS, ids=SEED_IDS)
-def test_mutants_are_reported_never_crash(seed: Path, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mutants_are_reported_never_crash(
+    seed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     mutator = Mutator(seed.read_text(encoding="utf-8"))
     target = seed_folder(tmp_path, seed) / seed.name
     # runner saves the traceback of an internal error to a temporary file: keep those
@@ -268,8 +295,13 @@ def test_mutants_are_reported_never_crash(seed: Path, tmp_path: Path,
     crashes.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(crashes))
 
-    @settings(max_examples=PER_SEED, derandomize=True, database=None, deadline=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=PER_SEED,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(st.data())
     def mutant_is_reported(data: st.DataObject) -> None:
         text = mutator.mutant(data.draw)

@@ -138,8 +138,9 @@ class CountingServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._httpd.handle_error = lambda request, address: None  # a killed client
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         host, port = self._httpd.server_address[:2]
         self.url = f"http://{host}:{port}"
 
@@ -154,8 +155,9 @@ class CountingServer:
 
     def wait_for(self, to: str, timeout: float) -> bool:
         with self._cond:
-            return self._cond.wait_for(lambda: any(r.to == to for r in self.requests),
-                                       timeout=timeout)
+            return self._cond.wait_for(
+                lambda: any(r.to == to for r in self.requests), timeout=timeout
+            )
 
     def _record(self, request: Request) -> threading.Event | None:
         with self._cond:
@@ -271,8 +273,12 @@ class Scenario:
         self.log = self.dir / "tools.log"
         self.input = self.dir / "input.json"
         self.input.write_text(json.dumps({"id": self.id}))
-        self.env = {**os.environ, "CRASH_LOG": str(self.log), "CRASH_SERVER": server.url,
-                    "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        self.env = {
+            **os.environ,
+            "CRASH_LOG": str(self.log),
+            "CRASH_SERVER": server.url,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        }
         self.env.pop("RUNNER_DB", None)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.labels: dict[int, str] = {}
@@ -288,8 +294,13 @@ class Scenario:
         out = open(self.dir / f"p{n}.out", "wb")  # noqa: SIM115 - closed below
         err = open(self.dir / f"p{n}.err", "wb")  # noqa: SIM115
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "runner", *args, "--db", self.url],
-                                    cwd=self.dir, env=self.env, stdout=out, stderr=err)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "runner", *args, "--db", self.url],
+                cwd=self.dir,
+                env=self.env,
+                stdout=out,
+                stderr=err,
+            )
         finally:
             out.close()
             err.close()
@@ -299,8 +310,10 @@ class Scenario:
 
     def output(self, proc: subprocess.Popen[bytes]) -> tuple[str, str]:
         n = self.procs.index(proc)
-        return ((self.dir / f"p{n}.out").read_text(errors="replace"),
-                (self.dir / f"p{n}.err").read_text(errors="replace"))
+        return (
+            (self.dir / f"p{n}.out").read_text(errors="replace"),
+            (self.dir / f"p{n}.err").read_text(errors="replace"),
+        )
 
     def finish(self, proc: subprocess.Popen[bytes], timeout: float = PROCESS_TIMEOUT) -> int:
         try:
@@ -308,11 +321,15 @@ class Scenario:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            raise AssertionError(f"{self.name}: `runner {self.labels[proc.pid]}` did not finish "
-                                 f"within {timeout}s\n{self.report()}") from None
+            raise AssertionError(
+                f"{self.name}: `runner {self.labels[proc.pid]}` did not finish "
+                f"within {timeout}s\n{self.report()}"
+            ) from None
         out, err = self.output(proc)
-        self.history.append(f"runner {self.labels[proc.pid]} -> exit {code}\n"
-                            f"  stdout: {out.strip()}\n  stderr: {err.strip()}")
+        self.history.append(
+            f"runner {self.labels[proc.pid]} -> exit {code}\n"
+            f"  stdout: {out.strip()}\n  stderr: {err.strip()}"
+        )
         return code
 
     def start_run(self) -> subprocess.Popen[bytes]:
@@ -324,8 +341,10 @@ class Scenario:
             proc.send_signal(signal.SIGKILL)
         code = proc.wait(PROCESS_TIMEOUT)
         self.killed_run = code == -signal.SIGKILL
-        self.history.append(f"runner {self.labels[proc.pid]} -> "
-                            f"{'SIGKILL' if self.killed_run else f'exit {code} before the kill'}")
+        self.history.append(
+            f"runner {self.labels[proc.pid]} -> "
+            f"{'SIGKILL' if self.killed_run else f'exit {code} before the kill'}"
+        )
         if not self.killed_run:
             assert code == 0, f"{self.name}: the run exited {code} unkilled\n{self.report()}"
 
@@ -336,9 +355,15 @@ class Scenario:
                 proc.wait()
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "runner", *args, "--db", self.url],
-                              cwd=self.dir, env=self.env, capture_output=True, text=True,
-                              timeout=PROCESS_TIMEOUT, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "runner", *args, "--db", self.url],
+            cwd=self.dir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=PROCESS_TIMEOUT,
+            check=False,
+        )
 
     # what the database and the log show
     def run_ids(self) -> list[str]:
@@ -364,22 +389,26 @@ class Scenario:
         if not self.log.exists():
             return []
         lines = [tuple(line.split(" ")) for line in self.log.read_text().splitlines()]
-        assert all(len(line) == 2 and line[0] == self.id for line in lines), \
+        assert all(len(line) == 2 and line[0] == self.id for line in lines), (
             f"{self.name}: unexpected log lines {lines}"
+        )
         return lines  # type: ignore[return-value]
 
-    def wait_until(self, proc: subprocess.Popen[bytes], what: str,
-                   condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    def wait_until(
+        self,
+        proc: subprocess.Popen[bytes],
+        what: str,
+        condition: Callable[[], bool],
+        timeout: float = 30.0,
+    ) -> None:
         """Poll `condition` until it holds; fail if the deadline passes or `proc` ends."""
         deadline = time.monotonic() + timeout
         while not condition():
             if proc.poll() is not None:
                 self.finish(proc)
-                raise AssertionError(f"{self.name}: the run ended before {what}\n"
-                                     f"{self.report()}")
+                raise AssertionError(f"{self.name}: the run ended before {what}\n{self.report()}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name}: no {what} within {timeout}s\n"
-                                     f"{self.report()}")
+                raise AssertionError(f"{self.name}: no {what} within {timeout}s\n{self.report()}")
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(POLL)
 
@@ -395,9 +424,13 @@ class Scenario:
         try:
             record = store.run(self.run_id)
             effect = store.effect(self.key)
-            self.at_kill = AtKill(record.status, record.position,
-                                  store.checkpoints(self.run_id),
-                                  effect.status if effect else None, self.log_lines())
+            self.at_kill = AtKill(
+                record.status,
+                record.position,
+                store.checkpoints(self.run_id),
+                effect.status if effect else None,
+                self.log_lines(),
+            )
         finally:
             store.close()
 
@@ -406,8 +439,9 @@ class Scenario:
         is no longer running."""
         self.snapshot()
         if self.run_id is None:
-            assert not self.at_kill.log, \
+            assert not self.at_kill.log, (
                 f"{self.name}: steps ran but no run was recorded\n{self.report()}"
+            )
             code = self.finish(self.start_run())
             ids = self.run_ids()
             assert len(ids) == 1, f"{self.name}: after starting again: runs {ids}"
@@ -420,8 +454,9 @@ class Scenario:
             proc = self.spawn("resume", self.run_id)
             code = self.finish(proc)
             self.resumes.append((code, *self.output(proc)))
-        assert self.status() != "running", \
+        assert self.status() != "running", (
             f"{self.name}: still running after 3 resumes\n{self.report()}"
+        )
 
     def status(self) -> str:
         assert self.run_id is not None
@@ -432,14 +467,17 @@ class Scenario:
             store.close()
 
     def report(self) -> str:
-        lines = [f"scenario {self.name} (input id {self.id}, db {self.db})",
-                 f"at kill: status={self.at_kill.status} position={self.at_kill.position} "
-                 f"effect={self.at_kill.effect} "
-                 f"checkpoints={[c.step_id for c in self.at_kill.checkpoints]} "
-                 f"log={[s for _, s in self.at_kill.log]}",
-                 f"log now: {[s for _, s in self.log_lines()]}",
-                 f"server saw: {self.server.seen(self.id)}",
-                 "processes:", *(f"  {h}" for h in self.history)]
+        lines = [
+            f"scenario {self.name} (input id {self.id}, db {self.db})",
+            f"at kill: status={self.at_kill.status} position={self.at_kill.position} "
+            f"effect={self.at_kill.effect} "
+            f"checkpoints={[c.step_id for c in self.at_kill.checkpoints]} "
+            f"log={[s for _, s in self.at_kill.log]}",
+            f"log now: {[s for _, s in self.log_lines()]}",
+            f"server saw: {self.server.seen(self.id)}",
+            "processes:",
+            *(f"  {h}" for h in self.history),
+        ]
         if self.run_id is not None:
             show = self.cli("show", self.run_id)
             lines += ["runner show:", show.stdout.rstrip(), show.stderr.rstrip()]
@@ -461,8 +499,10 @@ class Scenario:
         in_doubt = self.at_kill.effect == "started"
         expected = "escalated" if in_doubt else "completed"
         if record.status != expected:
-            problems.append(f"status {record.status}, expected {expected} (the ledger row "
-                            f"was {self.at_kill.effect!r} at the kill)")
+            problems.append(
+                f"status {record.status}, expected {expected} (the ledger row "
+                f"was {self.at_kill.effect!r} at the kill)"
+            )
         if len(runs) != 1:
             problems.append(f"{len(runs)} runs in the store, expected 1")
         steps = [c.step_id for c in cps]
@@ -476,8 +516,11 @@ class Scenario:
             problems.append(f"checkpoint seqs {[c.seq for c in cps]}")
         for c in cps:
             ok = c.outcome == "ok" or (
-                expected == "escalated" and c.step_id == EFFECT_STEP
-                and c.outcome == "in_doubt" and c.route == "human_review")
+                expected == "escalated"
+                and c.step_id == EFFECT_STEP
+                and c.outcome == "in_doubt"
+                and c.route == "human_review"
+            )
             if not ok:
                 problems.append(f"checkpoint {c.step_id}: outcome {c.outcome} -> {c.route}")
         if expected == "escalated" and "may have happened" not in (record.reason or ""):
@@ -493,15 +536,17 @@ class Scenario:
         old = self.at_kill.log
         if log[: len(old)] != old:
             problems.append("the tool log was rewritten")
-        new = [s for _, s in log[len(old):]]
+        new = [s for _, s in log[len(old) :]]
         committed = {c.step_id for c in self.at_kill.checkpoints}
         again = sorted({s for s in new if s in committed})
         if again:
             problems.append(f"committed steps ran again after the kill: {again}")
         rerun = {s for s in new if s in {t for _, t in old}}
         if rerun - {self.at_kill.position}:
-            problems.append(f"steps {sorted(rerun)} ran again; only the step in flight "
-                            f"({self.at_kill.position}) may")
+            problems.append(
+                f"steps {sorted(rerun)} ran again; only the step in flight "
+                f"({self.at_kill.position}) may"
+            )
         if any(new.count(s) > 1 for s in new):
             problems.append(f"a step ran twice after the kill: {new}")
         ran = {s for _, s in log}
@@ -525,16 +570,18 @@ class Scenario:
 
         codes = {"completed": 0, "escalated": 4}
         if self.resumes and self.resumes[-1][0] != codes.get(record.status, -1):
-            problems.append(f"the last process exited {self.resumes[-1][0]} for a run "
-                            f"{record.status}")
+            problems.append(
+                f"the last process exited {self.resumes[-1][0]} for a run {record.status}"
+            )
         if problems:
             raise AssertionError(f"{self.name}: " + "; ".join(problems) + "\n" + self.report())
         return record.status
 
 
 @pytest.fixture
-def scenarios(tmp_path: Path, flow_file: Path,
-              server: CountingServer) -> Iterator[Callable[[str], Scenario]]:
+def scenarios(
+    tmp_path: Path, flow_file: Path, server: CountingServer
+) -> Iterator[Callable[[str], Scenario]]:
     made: list[Scenario] = []
 
     def make(name: str) -> Scenario:
@@ -556,8 +603,9 @@ def _kill_after_checkpoints(sc: Scenario, checkpoints: int) -> None:
     if checkpoints == 0:
         sc.wait_until(proc, "run row", lambda: sc.probe().run)
     else:
-        sc.wait_until(proc, f"{checkpoints} checkpoints",
-                      lambda: sc.probe().checkpoints >= checkpoints)
+        sc.wait_until(
+            proc, f"{checkpoints} checkpoints", lambda: sc.probe().checkpoints >= checkpoints
+        )
     sc.kill(proc)
 
 
@@ -578,24 +626,25 @@ def test_kill_when_step_logged(scenarios: Callable[[str], Scenario], step: str) 
     step is the one in flight and may run again; nothing before it may."""
     sc = scenarios(f"log-{step}")
     proc = sc.start_run()
-    sc.wait_until(proc, f"log line for {step}",
-                  lambda: (sc.id, step) in sc.log_lines())
+    sc.wait_until(proc, f"log line for {step}", lambda: (sc.id, step) in sc.log_lines())
     sc.kill(proc)
     sc.complete()
     assert sc.killed_run, f"the run finished before the kill\n{sc.report()}"
     assert sc.check() == "completed"
 
 
-def test_kill_during_effect_call(scenarios: Callable[[str], Scenario],
-                                 server: CountingServer) -> None:
+def test_kill_during_effect_call(
+    scenarios: Callable[[str], Scenario], server: CountingServer
+) -> None:
     """The server has the request and holds the response: the outcome is unknown, so the
     run goes to human review and the request is never sent again."""
     sc = scenarios("effect-call")
     release = server.hold(sc.key)
     try:
         proc = sc.start_run()
-        sc.wait_until(proc, "the effect request at the server",
-                      lambda: server.wait_for(sc.id, POLL))
+        sc.wait_until(
+            proc, "the effect request at the server", lambda: server.wait_for(sc.id, POLL)
+        )
         sc.kill(proc)
     finally:
         release.set()
@@ -605,8 +654,9 @@ def test_kill_during_effect_call(scenarios: Callable[[str], Scenario],
     assert len(server.seen(sc.id)) == 1
 
 
-def test_kill_after_ledger_started(scenarios: Callable[[str], Scenario],
-                                   server: CountingServer) -> None:
+def test_kill_after_ledger_started(
+    scenarios: Callable[[str], Scenario], server: CountingServer
+) -> None:
     """Killed as soon as the `started` row is committed (the request may or may not
     have left): in doubt as well."""
     sc = scenarios("ledger-started")
@@ -623,8 +673,9 @@ def test_kill_after_ledger_started(scenarios: Callable[[str], Scenario],
 
 
 # -- kills at random points ------------------------------------------------------------------
-def test_kill_at_random_points(scenarios: Callable[[str], Scenario],
-                               server: CountingServer) -> None:
+def test_kill_at_random_points(
+    scenarios: Callable[[str], Scenario], server: CountingServer
+) -> None:
     """RANDOM_RUNS runs, each killed after a random delay: mostly counted from the moment
     the run row exists (so the kill lands in the steps), some from the process start
     (so some kills land before the run exists)."""
@@ -647,23 +698,29 @@ def test_kill_at_random_points(scenarios: Callable[[str], Scenario],
                     proc.wait(delay)  # returns early only if the run ended by itself
                 sc.kill(proc)
                 sc.complete()
-                where = ("no run yet" if not sc.at_kill.status
-                         else f"{sc.at_kill.status} at {sc.at_kill.position}"
-                         + (" (effect started)" if sc.at_kill.effect == "started" else ""))
+                where = (
+                    "no run yet"
+                    if not sc.at_kill.status
+                    else f"{sc.at_kill.status} at {sc.at_kill.position}"
+                    + (" (effect started)" if sc.at_kill.effect == "started" else "")
+                )
                 landed[where] = landed.get(where, 0) + 1
                 sc.check()
             except AssertionError as exc:
-                failures.append(f"--- random run {n} (delay {delay:.3f}s"
-                                f"{' from process start' if early else ''}):\n{exc}")
+                failures.append(
+                    f"--- random run {n} (delay {delay:.3f}s"
+                    f"{' from process start' if early else ''}):\n{exc}"
+                )
             finally:
                 sc.close()
     finally:
         server.default_hold = 0.0
     summary = ", ".join(f"{k}: {v}" for k, v in sorted(landed.items()))
     print(f"random kills (seed {RANDOM_SEED}, flow {flow_seconds:.3f}s) landed: {summary}")
-    assert not failures, (f"{len(failures)} of {RANDOM_RUNS} random kills broke an "
-                          f"invariant (seed {RANDOM_SEED}; kills landed {summary})\n"
-                          + "\n".join(failures))
+    assert not failures, (
+        f"{len(failures)} of {RANDOM_RUNS} random kills broke an "
+        f"invariant (seed {RANDOM_SEED}; kills landed {summary})\n" + "\n".join(failures)
+    )
     interrupted = sum(v for k, v in landed.items() if k.startswith("running"))
     assert interrupted >= RANDOM_RUNS // 4, f"too few kills interrupted a run: {summary}"
 
@@ -684,8 +741,10 @@ def _baseline(sc: Scenario) -> float:
 
 
 # -- two resumes at once -----------------------------------------------------------------------
-_BUSY = re.compile(r"being run by|claimed by another process|nothing to resume|"
-                   r"is completed|cannot resume")
+_BUSY = re.compile(
+    r"being run by|claimed by another process|nothing to resume|"
+    r"is completed|cannot resume"
+)
 
 
 @pytest.mark.parametrize("checkpoints", [0, 1, 3])
@@ -702,8 +761,9 @@ def test_two_resumes_at_once(scenarios: Callable[[str], Scenario], checkpoints: 
     winners = [i for i, code in enumerate(codes) if code == 0]
     assert len(winners) == 1, f"exit codes {codes}, expected one 0\n{sc.report()}"
     loser = 1 - winners[0]
-    assert codes[loser] != 0 and _BUSY.search(outputs[loser][1]), \
+    assert codes[loser] != 0 and _BUSY.search(outputs[loser][1]), (
         f"the other resume: exit {codes[loser]}, stderr {outputs[loser][1]!r}\n{sc.report()}"
+    )
     sc.resumes.append((codes[winners[0]], *outputs[winners[0]]))
     store = SqlStore(sc.url)
     try:

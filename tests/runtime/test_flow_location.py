@@ -83,8 +83,10 @@ def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path,
 
 
 def test_resume_from_another_directory_imports_the_flows_tools(
-        places: tuple[Path, Path, str], capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    places: tuple[Path, Path, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     flow, elsewhere, db = places
     (Path("input.json")).write_text(json.dumps({"amount": 20}), encoding="utf-8")
     code, _ = run(["run", "flows/pay.yaml", "--input", "input.json", "--db", db], capsys)
@@ -97,49 +99,64 @@ def test_resume_from_another_directory_imports_the_flows_tools(
     assert json.loads(out)["status"] == "completed"
     assert sys.path == path_before
     store = SqlStore(db)
-    paid = [c.output for c in store.checkpoints(only_run(db)) if c.step_id == "pay" and c.outcome == "ok"]
+    paid = [
+        c.output
+        for c in store.checkpoints(only_run(db))
+        if c.step_id == "pay" and c.outcome == "ok"
+    ]
     store.close()
     assert paid == [{"paid": 20, "by": "repo"}]
 
 
 def test_approve_from_another_directory_continues_with_the_flows_tools(
-        places: tuple[Path, Path, str], capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    places: tuple[Path, Path, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     flow, elsewhere, db = places
     (flow.parent / "tools" / "open").touch()
     Path("input.json").write_text(json.dumps({"amount": 300}), encoding="utf-8")
     code, _ = run(["run", "flows/pay.yaml", "--input", "input.json", "--db", db], capsys)
     assert code == 4
     monkeypatch.chdir(elsewhere)
-    code, out = run(["review", "approve", only_run(db), "--as", "Lena", "--db", db,
-                     "--format", "json"], capsys)
+    code, out = run(
+        ["review", "approve", only_run(db), "--as", "Lena", "--db", db, "--format", "json"], capsys
+    )
     assert code == 0, out
     assert json.loads(out)["status"] == "completed"
 
 
 def test_a_moved_checkout_is_found_from_inside_it(
-        places: tuple[Path, Path, str], capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    flow, _, db = places
+    places: tuple[Path, Path, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    _, _, db = places
     Path("input.json").write_text(json.dumps({"amount": 20}), encoding="utf-8")
     run(["run", "flows/pay.yaml", "--input", "input.json", "--db", db], capsys)
     moved = tmp_path / "moved"
     shutil.move(str(tmp_path / "repo"), moved)
     (moved / "flows" / "tools" / "open").touch()
     (moved / "flows" / "tools" / "ledger.py").write_text(
-        "def note():\n    return 'moved'\n", encoding="utf-8")
+        "def note():\n    return 'moved'\n", encoding="utf-8"
+    )
     monkeypatch.chdir(moved / "flows")
     code, out = run(["resume", only_run(db), "--db", db, "--format", "json"], capsys)
     assert code == 0, out
     store = SqlStore(db)
-    paid = [c.output for c in store.checkpoints(only_run(db)) if c.step_id == "pay" and c.outcome == "ok"]
+    paid = [
+        c.output
+        for c in store.checkpoints(only_run(db))
+        if c.step_id == "pay" and c.outcome == "ok"
+    ]
     store.close()
     assert paid == [{"paid": 20, "by": "moved"}]
 
 
 def test_two_flow_folders_with_the_same_module_names_keep_their_own(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = make_repo(tmp_path / "one", who="one")
     second = make_repo(tmp_path / "two", who="two")
     for flow in (first, second):
@@ -153,7 +170,11 @@ def test_two_flow_folders_with_the_same_module_names_keep_their_own(
         assert code == 0, out
     assert sys.path == path_before
     store = SqlStore(db)
-    paid = sorted(c.output["by"] for r in store.list_runs() for c in store.checkpoints(r.id)
-                  if c.step_id == "pay")
+    paid = sorted(
+        c.output["by"]
+        for r in store.list_runs()
+        for c in store.checkpoints(r.id)
+        if c.step_id == "pay"
+    )
     store.close()
     assert paid == ["one", "two"]

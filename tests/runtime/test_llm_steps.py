@@ -11,18 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from runner.lang.compiler import CompiledFlow
-from runner.runtime.engine import Engine, RunResult
 from runner.core.errors import LLMError
-from runner.lang.load import load_flow
-from runner.runtime.models import LLMResponse
 from runner.kinds.confidence.logprobs import logprob_score
+from runner.lang.compiler import CompiledFlow
+from runner.lang.load import load_flow
+from runner.runtime.engine import Engine, RunResult
+from runner.runtime.models import LLMResponse
 from runner.store.records import Event
 from runner.store.sql import SqlStore
 from runner.testing import FakeClock, FakeLLM
 
-CATEGORY = {"type": "object", "required": ["category"],
-            "properties": {"category": {"enum": ["billing", "technical", "account", "other"]}}}
+CATEGORY = {
+    "type": "object",
+    "required": ["category"],
+    "properties": {"category": {"enum": ["billing", "technical", "account", "other"]}},
+}
 
 
 def load(tmp_path: Path, text: str, name: str = "flow.yaml") -> CompiledFlow:
@@ -32,8 +35,7 @@ def load(tmp_path: Path, text: str, name: str = "flow.yaml") -> CompiledFlow:
 
 
 def make_engine(llm: FakeLLM, clock: FakeClock | None = None) -> Engine:
-    return Engine(SqlStore.memory(), llm=llm, clock=clock or FakeClock(),
-                  rng=random.Random(0))
+    return Engine(SqlStore.memory(), llm=llm, clock=clock or FakeClock(), rng=random.Random(0))
 
 
 def events(engine: Engine, result: RunResult, kind: str) -> list[Event]:
@@ -69,14 +71,21 @@ def test_invalid_json_is_repaired_with_the_exact_problem_sent_back(tmp_path: Pat
     second = [dict(m) for m in llm.requests[1].messages]
     assert second[-2:] == [
         {"role": "assistant", "content": "not json"},
-        {"role": "user", "content": "That answer is not valid: it is not JSON (Expecting "
-                                    "value at line 1 column 1). Reply again with only the "
-                                    "corrected JSON."},
+        {
+            "role": "user",
+            "content": "That answer is not valid: it is not JSON (Expecting "
+            "value at line 1 column 1). Reply again with only the "
+            "corrected JSON.",
+        },
     ]
     invalid = events(engine, result, "llm_invalid")
     assert [e.data for e in invalid] == [
-        {"repair": 0, "problem": "it is not JSON (Expecting value at line 1 column 1)",
-         "answer": "not json"}]  # what the model wrote is kept for its reviewer
+        {
+            "repair": 0,
+            "problem": "it is not JSON (Expecting value at line 1 column 1)",
+            "answer": "not json",
+        }
+    ]  # what the model wrote is kept for its reviewer
     assert [e.data["repair"] for e in events(engine, result, "llm_call")] == [0, 1]
 
 
@@ -86,8 +95,10 @@ def test_an_answer_that_stays_invalid_takes_the_error_route(tmp_path: Path) -> N
     engine = make_engine(llm)
     result = engine.start(load(tmp_path, CLASSIFY), {"text": "money back"})
 
-    problem = ('it does not match the JSON Schema: category: must be one of billing, '
-               'technical, account, other; found "refund"')
+    problem = (
+        "it does not match the JSON Schema: category: must be one of billing, "
+        'technical, account, other; found "refund"'
+    )
     assert result.status == "failed"
     assert result.position == "dead_letter"
     assert len(llm.requests) == 3  # the answer and 2 repairs
@@ -97,8 +108,8 @@ def test_an_answer_that_stays_invalid_takes_the_error_route(tmp_path: Path) -> N
     assert run.error["kind"] == "invalid_output"
     assert run.error["message"] == f"the answer stayed invalid after 2 repairs: {problem}"
     assert [e.data for e in events(engine, result, "llm_invalid")] == [
-        {"repair": n, "problem": problem, "answer": '{"category": "refund"}'}
-        for n in range(3)]
+        {"repair": n, "problem": problem, "answer": '{"category": "refund"}'} for n in range(3)
+    ]
 
 
 # -- retries and fallbacks ---------------------------------------------------------------
@@ -106,9 +117,11 @@ def test_rate_limit_waits_for_retry_after_then_succeeds(tmp_path: Path) -> None:
     text = CLASSIFY.replace(
         "default: {model: openai/gpt-4o-mini, temperature: 0}",
         "default: {model: openai/gpt-4o-mini, temperature: 0,\n"
-        "             retry: {max_attempts: 3, interval_seconds: 1, jitter: false}}")
-    llm = FakeLLM({"classify": [LLMError("slow down", "http_429", retry_after=3),
-                                {"category": "technical"}]})
+        "             retry: {max_attempts: 3, interval_seconds: 1, jitter: false}}",
+    )
+    llm = FakeLLM(
+        {"classify": [LLMError("slow down", "http_429", retry_after=3), {"category": "technical"}]}
+    )
     clock = FakeClock()
     engine = make_engine(llm, clock)
     result = engine.start(load(tmp_path, text), {"text": "the app crashes"})
@@ -116,8 +129,9 @@ def test_rate_limit_waits_for_retry_after_then_succeeds(tmp_path: Path) -> None:
     assert result.status == "completed"
     assert clock.sleeps == [3.0]
     failed = events(engine, result, "attempt_failed")
-    assert [(e.data["kind"], e.data["attempt"], e.data["wait"], e.data["model"])
-            for e in failed] == [("http_429", 1, 3.0, "openai/gpt-4o-mini")]
+    assert [
+        (e.data["kind"], e.data["attempt"], e.data["wait"], e.data["model"]) for e in failed
+    ] == [("http_429", 1, 3.0, "openai/gpt-4o-mini")]
     assert failed[0].data["message"] == "slow down"
     assert [e.data["attempts"] for e in events(engine, result, "llm_call")] == [2]
     assert engine.store.run(result.run_id).llm_calls == 2
@@ -143,22 +157,33 @@ on_error: dead_letter
 
 
 def test_primary_times_out_then_the_fallback_model_answers(tmp_path: Path) -> None:
-    llm = FakeLLM({"classify": [LLMError("timed out", "timeout"),
-                                LLMError("timed out", "timeout"),
-                                {"category": "account"}]})
+    llm = FakeLLM(
+        {
+            "classify": [
+                LLMError("timed out", "timeout"),
+                LLMError("timed out", "timeout"),
+                {"category": "account"},
+            ]
+        }
+    )
     clock = FakeClock()
     engine = make_engine(llm, clock)
     result = engine.start(load(tmp_path, FALLBACK), {"text": "locked out"})
 
     assert result.status == "completed"
-    assert [r.model for r in llm.requests] == ["openai/primary", "openai/primary",
-                                               "anthropic/backup"]
+    assert [r.model for r in llm.requests] == [
+        "openai/primary",
+        "openai/primary",
+        "anthropic/backup",
+    ]
     assert clock.sleeps == [0.5]
     calls = events(engine, result, "llm_call")
     assert [e.data["model"] for e in calls] == ["anthropic/backup"]
     failed = events(engine, result, "attempt_failed")
     assert [(e.data["model"], e.data["kind"], e.data["attempt"]) for e in failed] == [
-        ("openai/primary", "timeout", 1), ("openai/primary", "timeout", 2)]
+        ("openai/primary", "timeout", 1),
+        ("openai/primary", "timeout", 2),
+    ]
     assert engine.store.checkpoints(result.run_id)[-1].output == {"category": "account"}
 
 
@@ -181,13 +206,17 @@ on_error: dead_letter
 """
 
 
-@pytest.mark.parametrize(("score", "status", "passed", "reason"), [
-    (0.4, "escalated", False, "confidence 0.400 below 0.85 (field)"),
-    (0.85, "completed", True, None),
-    (0.97, "completed", True, None),
-])
-def test_field_score_gate(tmp_path: Path, score: float, status: str, passed: bool,
-                          reason: str | None) -> None:
+@pytest.mark.parametrize(
+    ("score", "status", "passed", "reason"),
+    [
+        (0.4, "escalated", False, "confidence 0.400 below 0.85 (field)"),
+        (0.85, "completed", True, None),
+        (0.97, "completed", True, None),
+    ],
+)
+def test_field_score_gate(
+    tmp_path: Path, score: float, status: str, passed: bool, reason: str | None
+) -> None:
     llm = FakeLLM({"classify": [{"category": "billing", "confidence": score}]})
     engine = make_engine(llm)
     result = engine.start(load(tmp_path, FIELD), {"text": "refund?"})
@@ -196,18 +225,21 @@ def test_field_score_gate(tmp_path: Path, score: float, status: str, passed: boo
     assert result.reason == reason
     gates = events(engine, result, "confidence")
     assert [e.data for e in gates] == [
-        {"method": "field", "score": score, "min": 0.85, "passed": passed}]
+        {"method": "field", "score": score, "min": 0.85, "passed": passed}
+    ]
     if not passed:
         run = engine.store.run(result.run_id)
         assert (run.status, run.failed_step, run.reason) == ("escalated", "classify", reason)
         # the proposed output is kept for the reviewer
         assert engine.store.checkpoints(result.run_id)[-1].output == {
-            "category": "billing", "confidence": score}
+            "category": "billing",
+            "confidence": score,
+        }
 
 
-LOGPROBS = CLASSIFY.replace("on_error: dead_letter",
-                            "    confidence: {method: logprobs, min: MIN}\n"
-                            "on_error: dead_letter")
+LOGPROBS = CLASSIFY.replace(
+    "on_error: dead_letter", "    confidence: {method: logprobs, min: MIN}\non_error: dead_letter"
+)
 
 # '{"category": "billing"}' in tokens; "billing" is spelled by "bill" + "ing".
 ANSWER_TOKENS = ('{"', "category", '":', ' "', "bill", "ing", '"}')
@@ -218,14 +250,26 @@ def logprobs_response() -> LLMResponse:
     alternatives = {
         # the chosen first token, its rivals among the allowed values ("tech" starts
         # technical, "acc" starts account) and a token that starts no allowed value
-        "bill": (("bill", math.log(P_BILL)), ("tech", math.log(P_TECH)),
-                 ("acc", math.log(P_ACC)), ("the", math.log(P_THE))),
+        "bill": (
+            ("bill", math.log(P_BILL)),
+            ("tech", math.log(P_TECH)),
+            ("acc", math.log(P_ACC)),
+            ("the", math.log(P_THE)),
+        ),
         "ing": (("ing", math.log(P_ING)), ("ed", math.log(0.1))),
     }
-    tokens = tuple((t, alternatives[t][0][1], alternatives[t]) if t in alternatives
-                   else (t, 0.0, ((t, 0.0),)) for t in ANSWER_TOKENS)
-    return LLMResponse(text="".join(ANSWER_TOKENS), logprobs=tokens, prompt_tokens=20,
-                       completion_tokens=7, cost_usd=0.0, model="openai/gpt-4o-mini")
+    tokens = tuple(
+        (t, alternatives[t][0][1], alternatives[t]) if t in alternatives else (t, 0.0, ((t, 0.0),))
+        for t in ANSWER_TOKENS
+    )
+    return LLMResponse(
+        text="".join(ANSWER_TOKENS),
+        logprobs=tokens,
+        prompt_tokens=20,
+        completion_tokens=7,
+        cost_usd=0.0,
+        model="openai/gpt-4o-mini",
+    )
 
 
 # By hand: "bill" against its rivals that start an allowed value ("the" does not), then
@@ -241,10 +285,13 @@ def test_logprob_score_is_the_chosen_values_share_against_its_rivals() -> None:
     assert score == pytest.approx(EXPECTED_SHARE)
 
 
-@pytest.mark.parametrize(("minimum", "status", "passed"), [
-    ("0.5", "completed", True),
-    ("0.6", "escalated", False),
-])
+@pytest.mark.parametrize(
+    ("minimum", "status", "passed"),
+    [
+        ("0.5", "completed", True),
+        ("0.6", "escalated", False),
+    ],
+)
 def test_logprobs_gate(tmp_path: Path, minimum: str, status: str, passed: bool) -> None:
     llm = FakeLLM({"classify": [logprobs_response()]})
     engine = make_engine(llm)
@@ -262,32 +309,48 @@ def test_logprobs_gate(tmp_path: Path, minimum: str, status: str, passed: bool) 
 
 
 def test_logprobs_gate_without_logprobs_takes_the_error_route(tmp_path: Path) -> None:
-    bare = LLMResponse(text='{"category": "billing"}', logprobs=None, prompt_tokens=5,
-                       completion_tokens=5, model="openai/gpt-4o-mini")
+    bare = LLMResponse(
+        text='{"category": "billing"}',
+        logprobs=None,
+        prompt_tokens=5,
+        completion_tokens=5,
+        model="openai/gpt-4o-mini",
+    )
     engine = make_engine(FakeLLM({"classify": [bare]}))
     result = engine.start(load(tmp_path, LOGPROBS.replace("MIN", "0.5")), {"text": "x"})
 
     assert result.status == "failed"
     run = engine.store.run(result.run_id)
     assert run.failed_step == "classify"
-    assert run.error["message"] == ("model openai/gpt-4o-mini returned no token logprobs; "
-                                    "use another confidence method with it")
+    assert run.error["message"] == (
+        "model openai/gpt-4o-mini returned no token logprobs; use another confidence method with it"
+    )
     assert events(engine, result, "confidence") == []
 
 
-AGREEMENT = CLASSIFY.replace("on_error: dead_letter",
-                             "    confidence: {method: agreement, samples: 5, min: MIN}\n"
-                             "on_error: dead_letter")
-SAMPLES = [{"category": "billing"}, {"category": "technical"}, {"category": "billing"},
-           {"category": "account"}, {"category": "billing"}]
+AGREEMENT = CLASSIFY.replace(
+    "on_error: dead_letter",
+    "    confidence: {method: agreement, samples: 5, min: MIN}\non_error: dead_letter",
+)
+SAMPLES = [
+    {"category": "billing"},
+    {"category": "technical"},
+    {"category": "billing"},
+    {"category": "account"},
+    {"category": "billing"},
+]
 
 
-@pytest.mark.parametrize(("minimum", "status", "passed", "reason"), [
-    ("0.5", "completed", True, None),
-    ("0.7", "escalated", False, "confidence 0.600 below 0.7 (agreement)"),
-])
-def test_agreement_gate(tmp_path: Path, minimum: str, status: str, passed: bool,
-                        reason: str | None) -> None:
+@pytest.mark.parametrize(
+    ("minimum", "status", "passed", "reason"),
+    [
+        ("0.5", "completed", True, None),
+        ("0.7", "escalated", False, "confidence 0.600 below 0.7 (agreement)"),
+    ],
+)
+def test_agreement_gate(
+    tmp_path: Path, minimum: str, status: str, passed: bool, reason: str | None
+) -> None:
     llm = FakeLLM({"classify": list(SAMPLES)})
     engine = make_engine(llm)
     result = engine.start(load(tmp_path, AGREEMENT.replace("MIN", minimum)), {"text": "x"})
@@ -296,8 +359,12 @@ def test_agreement_gate(tmp_path: Path, minimum: str, status: str, passed: bool,
     assert result.reason == reason
     assert len(llm.requests) == 5
     (gate,) = events(engine, result, "confidence")
-    assert gate.data == {"method": "agreement", "score": 0.6, "min": float(minimum),
-                         "passed": passed}
+    assert gate.data == {
+        "method": "agreement",
+        "score": 0.6,
+        "min": float(minimum),
+        "passed": passed,
+    }
     # the output is a majority answer
     assert engine.store.checkpoints(result.run_id)[-1].output == {"category": "billing"}
     assert engine.store.run(result.run_id).llm_calls == 5
@@ -319,10 +386,13 @@ on_error: dead_letter
 """
 
 
-@pytest.mark.parametrize(("score", "status", "passed"), [
-    (0.2, "escalated", False),
-    (0.8, "completed", True),
-])
+@pytest.mark.parametrize(
+    ("score", "status", "passed"),
+    [
+        (0.2, "escalated", False),
+        (0.8, "completed", True),
+    ],
+)
 def test_judge_gate(tmp_path: Path, score: float, status: str, passed: bool) -> None:
     llm = FakeLLM({"classify": [{"category": "billing"}, {"score": score}]})
     engine = make_engine(llm)
@@ -338,7 +408,9 @@ def test_judge_gate(tmp_path: Path, score: float, status: str, passed: bool) -> 
     if not passed:
         assert result.reason == "confidence 0.200 below 0.5 (judge)"
     assert [e.data["model"] for e in events(engine, result, "llm_call")] == [
-        "openai/gpt-4o-mini", "anthropic/grader"]
+        "openai/gpt-4o-mini",
+        "anthropic/grader",
+    ]
 
 
 # -- judge policies ----------------------------------------------------------------------
@@ -364,12 +436,16 @@ on_error: dead_letter
 """
 
 
-@pytest.mark.parametrize(("route", "status", "position"), [
-    ("human_review", "escalated", "human_review"),
-    ("dead_letter", "failed", "dead_letter"),
-])
+@pytest.mark.parametrize(
+    ("route", "status", "position"),
+    [
+        ("human_review", "escalated", "human_review"),
+        ("dead_letter", "failed", "dead_letter"),
+    ],
+)
 def test_judge_policy_violation_takes_the_violation_route(
-        tmp_path: Path, route: str, status: str, position: str) -> None:
+    tmp_path: Path, route: str, status: str, position: str
+) -> None:
     text = JUDGE_POLICY.replace("ROUTE", route)
     llm = FakeLLM({"check": [{"passes": False, "reason": "It calls the customer lazy."}]})
     engine = make_engine(llm)
@@ -379,11 +455,15 @@ def test_judge_policy_violation_takes_the_violation_route(
     assert result.reason == "policy polite: the judge found: It calls the customer lazy."
     assert [r.model for r in llm.requests] == ["anthropic/grader"]
     request = llm.requests[0].messages[-1]["content"]
-    assert request == ("Rule: The reply is polite to the customer.\n\nText:\n"
-                       "Read the manual, lazy.")
+    assert request == (
+        "Rule: The reply is polite to the customer.\n\nText:\nRead the manual, lazy."
+    )
     (policy,) = events(engine, result, "policy")
-    assert policy.data == {"policy": "polite", "rule": "judge",
-                           "message": "the judge found: It calls the customer lazy."}
+    assert policy.data == {
+        "policy": "polite",
+        "rule": "judge",
+        "message": "the judge found: It calls the customer lazy.",
+    }
 
 
 def test_judge_policy_pass_continues(tmp_path: Path) -> None:
@@ -424,21 +504,50 @@ on_error: dead_letter
 """
 
 
-@pytest.mark.parametrize(("budget", "apology", "status", "steps", "last"), [
-    ("{max_llm_calls: 2}", "",
-     "escalated", ["one", "two", "three"], ("three", "budget_exceeded", "human_review")),
-    ("{max_llm_calls: 2, on_exceeded: dead_letter}", "",
-     "failed", ["one", "two", "three"], ("three", "budget_exceeded", "dead_letter")),
-    # the budget route is the only way into `apology`: that makes it reachable
-    ("{max_llm_calls: 2, on_exceeded: apology}", APOLOGY,
-     "completed", ["one", "two", "three", "apology"], ("apology", "ok", "done")),
-    # `apology` also reachable through three's on_error
-    ("{max_llm_calls: 2, on_exceeded: apology}", "    on_error: apology\n" + APOLOGY,
-     "completed", ["one", "two", "three", "apology"], ("apology", "ok", "done")),
-], ids=["default-human-review", "dead-letter", "step-route", "step-route-also-on-error"])
-def test_budget_reached_takes_on_exceeded(tmp_path: Path, budget: str, apology: str,
-                                          status: str, steps: list[str],
-                                          last: tuple[str, str, str]) -> None:
+@pytest.mark.parametrize(
+    ("budget", "apology", "status", "steps", "last"),
+    [
+        (
+            "{max_llm_calls: 2}",
+            "",
+            "escalated",
+            ["one", "two", "three"],
+            ("three", "budget_exceeded", "human_review"),
+        ),
+        (
+            "{max_llm_calls: 2, on_exceeded: dead_letter}",
+            "",
+            "failed",
+            ["one", "two", "three"],
+            ("three", "budget_exceeded", "dead_letter"),
+        ),
+        # the budget route is the only way into `apology`: that makes it reachable
+        (
+            "{max_llm_calls: 2, on_exceeded: apology}",
+            APOLOGY,
+            "completed",
+            ["one", "two", "three", "apology"],
+            ("apology", "ok", "done"),
+        ),
+        # `apology` also reachable through three's on_error
+        (
+            "{max_llm_calls: 2, on_exceeded: apology}",
+            "    on_error: apology\n" + APOLOGY,
+            "completed",
+            ["one", "two", "three", "apology"],
+            ("apology", "ok", "done"),
+        ),
+    ],
+    ids=["default-human-review", "dead-letter", "step-route", "step-route-also-on-error"],
+)
+def test_budget_reached_takes_on_exceeded(
+    tmp_path: Path,
+    budget: str,
+    apology: str,
+    status: str,
+    steps: list[str],
+    last: tuple[str, str, str],
+) -> None:
     text = BUDGET.replace("BUDGET", budget)
     if apology:
         text = text.replace("on_error: dead_letter\n", apology)
@@ -454,7 +563,8 @@ def test_budget_reached_takes_on_exceeded(tmp_path: Path, budget: str, apology: 
     assert checkpoints[2].outcome == "budget_exceeded"
     assert (checkpoints[-1].step_id, checkpoints[-1].outcome, checkpoints[-1].route) == last
     assert [(e.step_id, e.data["message"]) for e in events(engine, result, "budget")] == [
-        ("three", message)]
+        ("three", message)
+    ]
     run = engine.store.run(result.run_id)
     assert run.llm_calls == 2
     if status != "completed":
@@ -463,10 +573,10 @@ def test_budget_reached_takes_on_exceeded(tmp_path: Path, budget: str, apology: 
 
 
 # -- templates in data -------------------------------------------------------------------
-@pytest.mark.parametrize("value", ["{{ 7*7 }}", "{% for x in range(3) %}x{% endfor %}",
-                                   "{{ env.HOME }}"])
-def test_template_syntax_in_input_reaches_the_prompt_literally(tmp_path: Path,
-                                                               value: str) -> None:
+@pytest.mark.parametrize(
+    "value", ["{{ 7*7 }}", "{% for x in range(3) %}x{% endfor %}", "{{ env.HOME }}"]
+)
+def test_template_syntax_in_input_reaches_the_prompt_literally(tmp_path: Path, value: str) -> None:
     llm = FakeLLM({"classify": [{"category": "other"}]})
     engine = make_engine(llm)
     result = engine.start(load(tmp_path, CLASSIFY), {"text": value})
@@ -493,24 +603,60 @@ on_error: dead_letter
 
 
 def test_tokens_and_cost_are_recorded_per_call(tmp_path: Path) -> None:
-    llm = FakeLLM({
-        "first": [LLMResponse(text="one", prompt_tokens=120, completion_tokens=30,
-                              cost_usd=0.0015, latency_ms=212.34, model="openai/gpt-4o-mini")],
-        "second": [LLMResponse(text="two", prompt_tokens=400, completion_tokens=80,
-                               cost_usd=0.012, latency_ms=950.0, model="openai/gpt-4o")],
-    })
+    llm = FakeLLM(
+        {
+            "first": [
+                LLMResponse(
+                    text="one",
+                    prompt_tokens=120,
+                    completion_tokens=30,
+                    cost_usd=0.0015,
+                    latency_ms=212.34,
+                    model="openai/gpt-4o-mini",
+                )
+            ],
+            "second": [
+                LLMResponse(
+                    text="two",
+                    prompt_tokens=400,
+                    completion_tokens=80,
+                    cost_usd=0.012,
+                    latency_ms=950.0,
+                    model="openai/gpt-4o",
+                )
+            ],
+        }
+    )
     engine = make_engine(llm)
     result = engine.start(load(tmp_path, USAGE), {"text": "t"})
 
     assert result.status == "completed"
     calls = events(engine, result, "llm_call")
     assert [(e.step_id, e.data) for e in calls] == [
-        ("first", {"model": "openai/gpt-4o-mini", "attempts": 1, "repair": 0,
-                   "prompt_tokens": 120, "completion_tokens": 30, "cost_usd": 0.0015,
-                   "latency_ms": 212.3}),
-        ("second", {"model": "openai/gpt-4o", "attempts": 1, "repair": 0,
-                    "prompt_tokens": 400, "completion_tokens": 80, "cost_usd": 0.012,
-                    "latency_ms": 950.0}),
+        (
+            "first",
+            {
+                "model": "openai/gpt-4o-mini",
+                "attempts": 1,
+                "repair": 0,
+                "prompt_tokens": 120,
+                "completion_tokens": 30,
+                "cost_usd": 0.0015,
+                "latency_ms": 212.3,
+            },
+        ),
+        (
+            "second",
+            {
+                "model": "openai/gpt-4o",
+                "attempts": 1,
+                "repair": 0,
+                "prompt_tokens": 400,
+                "completion_tokens": 80,
+                "cost_usd": 0.012,
+                "latency_ms": 950.0,
+            },
+        ),
     ]
     run = engine.store.run(result.run_id)
     assert (run.llm_calls, run.tokens) == (2, 630)
@@ -518,12 +664,16 @@ def test_tokens_and_cost_are_recorded_per_call(tmp_path: Path) -> None:
 
 
 def test_a_model_without_a_price_counts_zero_cost(tmp_path: Path) -> None:
-    llm = FakeLLM({
-        "first": [LLMResponse(text="one", prompt_tokens=10, completion_tokens=2,
-                              cost_usd=None)],
-        "second": [LLMResponse(text="two", prompt_tokens=10, completion_tokens=3,
-                               cost_usd=0.5)],
-    })
+    llm = FakeLLM(
+        {
+            "first": [
+                LLMResponse(text="one", prompt_tokens=10, completion_tokens=2, cost_usd=None)
+            ],
+            "second": [
+                LLMResponse(text="two", prompt_tokens=10, completion_tokens=3, cost_usd=0.5)
+            ],
+        }
+    )
     engine = make_engine(llm)
     result = engine.start(load(tmp_path, USAGE), {"text": "t"})
 

@@ -15,23 +15,29 @@ from pathlib import Path
 
 import pytest
 
-from runner.runtime.engine import Engine
-from runner.lang.load import load_flow
-from runner.runtime.models import LiteLLMClient, LLMRequest, LLMResponse
 from runner.kinds.confidence.logprobs import logprob_score
-from runner.runtime.session import parse_answer
-from runner.runtime.local_models import LocalModels
+from runner.lang.load import load_flow
 from runner.lang.schema import instance_problems
+from runner.runtime.engine import Engine
+from runner.runtime.local_models import LocalModels
+from runner.runtime.models import LiteLLMClient, LLMRequest, LLMResponse
+from runner.runtime.session import parse_answer
 from runner.store.sql import SqlStore
 
 pytestmark = pytest.mark.local_model
 
 MODEL = "local/smollm2"
 MAX_TOKENS = 40
-SCHEMA = {"type": "object", "required": ["category"], "additionalProperties": False,
-          "properties": {"category": {"enum": ["billing", "technical", "account", "other"]}}}
-PROMPT = ("Classify this support ticket as billing, technical, account or other.\n"
-          "Ticket: I was charged twice for my subscription this month.")
+SCHEMA = {
+    "type": "object",
+    "required": ["category"],
+    "additionalProperties": False,
+    "properties": {"category": {"enum": ["billing", "technical", "account", "other"]}},
+}
+PROMPT = (
+    "Classify this support ticket as billing, technical, account or other.\n"
+    "Ticket: I was charged twice for my subscription this month."
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +52,18 @@ def client() -> Iterator[LiteLLMClient]:
 @pytest.fixture(scope="module")
 def answer(client: LiteLLMClient) -> LLMResponse:
     """One schema-constrained answer with logprobs, shared by the plumbing checks."""
-    return client.complete(LLMRequest(
-        model=MODEL, messages=[{"role": "user", "content": PROMPT}], schema=SCHEMA,
-        temperature=0, max_tokens=MAX_TOKENS, timeout_seconds=120, logprobs=True,
-        step_id="classify"))
+    return client.complete(
+        LLMRequest(
+            model=MODEL,
+            messages=[{"role": "user", "content": PROMPT}],
+            schema=SCHEMA,
+            temperature=0,
+            max_tokens=MAX_TOKENS,
+            timeout_seconds=120,
+            logprobs=True,
+            step_id="classify",
+        )
+    )
 
 
 def test_a_schema_constrained_answer_parses_and_validates(answer: LLMResponse) -> None:
@@ -104,8 +118,9 @@ on_error: dead_letter
 """
 
 
-def test_a_flow_with_a_logprobs_gate_runs_on_the_local_model(tmp_path: Path,
-                                                              client: LiteLLMClient) -> None:
+def test_a_flow_with_a_logprobs_gate_runs_on_the_local_model(
+    tmp_path: Path, client: LiteLLMClient
+) -> None:
     path = tmp_path / "local.yaml"
     path.write_text(textwrap.dedent(FLOW), encoding="utf-8")
     engine = Engine(SqlStore.memory(), llm=client)

@@ -57,9 +57,16 @@ steps:
 on_error: dead_letter
 """
 
-VERSION = FlowVersion("d" * 64, "contract", "flows/contract.yaml", FLOW, "abc123",
-                      abs_path="/srv/flows/contract.yaml", git_root="/srv",
-                      repo_path="flows/contract.yaml")
+VERSION = FlowVersion(
+    "d" * 64,
+    "contract",
+    "flows/contract.yaml",
+    FLOW,
+    "abc123",
+    abs_path="/srv/flows/contract.yaml",
+    git_root="/srv",
+    repo_path="flows/contract.yaml",
+)
 
 
 def _checkpoint(seq: int, step: str) -> Checkpoint:
@@ -73,8 +80,11 @@ def _step(step: str) -> StepFinished:
 def test_create_run_pins_the_flow_version_and_input(store: Store) -> None:
     store.create_run("r1", VERSION, {"n": 1, "text": "é {{ 7*7 }}"}, "one", "me")
     record = store.run("r1")
-    assert (record.status, record.position, record.input) == \
-        ("running", "one", {"n": 1, "text": "é {{ 7*7 }}"})
+    assert (record.status, record.position, record.input) == (
+        "running",
+        "one",
+        {"n": 1, "text": "é {{ 7*7 }}"},
+    )
     assert store.flow_version(VERSION.digest) == VERSION
     assert [e.kind for e in store.events("r1")] == ["run_started"]
 
@@ -85,13 +95,20 @@ def test_a_second_run_reuses_the_pinned_version(store: Store) -> None:
     assert {r.id for r in store.list_runs()} == {"r1", "r2"}
 
 
-def test_commit_step_writes_checkpoint_position_events_and_effect_together(
-        store: Store) -> None:
+def test_commit_step_writes_checkpoint_position_events_and_effect_together(store: Store) -> None:
     store.create_run("r1", VERSION, {}, "one", "me")
     assert store.start_effect("k1", "r1", "one", "echo") is None
-    store.commit_step("r1", "me", StepCommit(
-        checkpoint=_checkpoint(1, "one"), position="two", status="running",
-        events=[_step("one")], effect=("k1", "done", {"id": 7})))
+    store.commit_step(
+        "r1",
+        "me",
+        StepCommit(
+            checkpoint=_checkpoint(1, "one"),
+            position="two",
+            status="running",
+            events=[_step("one")],
+            effect=("k1", "done", {"id": 7}),
+        ),
+    )
     assert store.run("r1").position == "two"
     assert store.run("r1").steps_run == 1
     assert [c.step_id for c in store.checkpoints("r1")] == ["one"]
@@ -103,9 +120,16 @@ def test_commit_step_writes_checkpoint_position_events_and_effect_together(
 def test_commit_by_a_process_without_the_lease_writes_nothing(store: Store) -> None:
     store.create_run("r1", VERSION, {}, "one", "me")
     with pytest.raises(StoreError, match="no longer leased"):
-        store.commit_step("r1", "someone-else", StepCommit(
-            checkpoint=_checkpoint(1, "one"), position="two", status="running",
-            events=[_step("one")]))
+        store.commit_step(
+            "r1",
+            "someone-else",
+            StepCommit(
+                checkpoint=_checkpoint(1, "one"),
+                position="two",
+                status="running",
+                events=[_step("one")],
+            ),
+        )
     assert store.checkpoints("r1") == []
     assert store.run("r1").position == "one"
     assert [e.kind for e in store.events("r1")] == ["run_started"]
@@ -121,9 +145,16 @@ def test_effect_ledger_keeps_one_row_per_key(store: Store) -> None:
 def test_a_failed_effect_can_be_started_again(store: Store) -> None:
     store.create_run("r1", VERSION, {}, "one", "me")
     store.start_effect("k", "r1", "one", "echo")
-    store.commit_step("r1", "me", StepCommit(
-        checkpoint=_checkpoint(1, "one"), position="dead_letter", status="failed",
-        effect=("k", "failed", {"error": "HTTP 400"})))
+    store.commit_step(
+        "r1",
+        "me",
+        StepCommit(
+            checkpoint=_checkpoint(1, "one"),
+            position="dead_letter",
+            status="failed",
+            effect=("k", "failed", {"error": "HTTP 400"}),
+        ),
+    )
     assert store.start_effect("k", "r1", "one", "echo") is None
     effect = store.effect("k")
     assert effect is not None and effect.status == "started"
@@ -163,8 +194,12 @@ def test_claim_takes_over_from_a_dead_process_on_this_host(store: Store) -> None
     import subprocess
     import sys
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     store.create_run("r1", VERSION, {}, "one", f"{socket.gethostname()}:{dead}:x")
     assert store.claim("r1", "me").lease_owner == "me"
     with pytest.raises(StoreError, match="being run by"):
@@ -173,9 +208,17 @@ def test_claim_takes_over_from_a_dead_process_on_this_host(store: Store) -> None
 
 def test_claim_reopens_a_failed_run_at_a_step(store: Store) -> None:
     store.create_run("r1", VERSION, {}, "one", "me")
-    store.commit_step("r1", "me", StepCommit(
-        checkpoint=_checkpoint(1, "one"), position="dead_letter", status="failed",
-        failed_step="one", error={"kind": "exception"}))
+    store.commit_step(
+        "r1",
+        "me",
+        StepCommit(
+            checkpoint=_checkpoint(1, "one"),
+            position="dead_letter",
+            status="failed",
+            failed_step="one",
+            error={"kind": "exception"},
+        ),
+    )
     store.release("r1", "me")
     with pytest.raises(StoreError, match="is failed"):
         store.claim("r1", "me")
@@ -186,8 +229,11 @@ def test_claim_reopens_a_failed_run_at_a_step(store: Store) -> None:
 def test_list_runs_filters_and_prefix_lookup(store: Store) -> None:
     store.create_run("20260101-a", VERSION, {}, "one", "me")
     store.create_run("20260101-b", VERSION, {}, "one", "me")
-    store.commit_step("20260101-b", "me", StepCommit(
-        checkpoint=_checkpoint(1, "one"), position="done", status="completed"))
+    store.commit_step(
+        "20260101-b",
+        "me",
+        StepCommit(checkpoint=_checkpoint(1, "one"), position="done", status="completed"),
+    )
     assert [r.id for r in store.list_runs(status="completed")] == ["20260101-b"]
     assert store.list_runs(flow="nope") == []
     assert store.run("20260101-a").id == "20260101-a"
@@ -198,8 +244,9 @@ def test_list_runs_filters_and_prefix_lookup(store: Store) -> None:
         store.run("nothing")
 
 
-def test_engine_runs_a_flow_end_to_end_on_the_store(store: Store, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_engine_runs_a_flow_end_to_end_on_the_store(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "tools_contract.py").write_text("def echo(value):\n    return {'value': value}\n")
     monkeypatch.chdir(tmp_path)
     compiled = load_flow_text(FLOW, str(tmp_path / "contract.yaml"))
@@ -213,38 +260,68 @@ def test_engine_runs_a_flow_end_to_end_on_the_store(store: Store, tmp_path: Path
 def test_events_read_back_as_their_typed_records(store: Store) -> None:
     store.create_run("r1", VERSION, {}, "one", "me")
     alert = AlertSent(tool="mail", status="failed", error="no route")
-    later = UnknownEvent(step_id="one", stored_kind="from_a_newer_runner",
-                         stored_data={"x": [1, "é"]})
+    later = UnknownEvent(
+        step_id="one", stored_kind="from_a_newer_runner", stored_data={"x": [1, "é"]}
+    )
     store.add_events("r1", [alert, later])
     started, *rest = store.events("r1")
     assert isinstance(started, RunStarted)
-    assert (started.flow, started.digest, started.git_commit) == \
-        ("contract", VERSION.digest, "abc123")
+    assert (started.flow, started.digest, started.git_commit) == (
+        "contract",
+        VERSION.digest,
+        "abc123",
+    )
     assert rest == [alert, later]
     assert (rest[1].kind, rest[1].data) == ("from_a_newer_runner", {"x": [1, "é"]})
 
 
 def test_a_decision_moves_the_run_and_is_recorded_once(store: Store) -> None:
     store.create_run("r1", VERSION, {}, "one", "me")
-    store.commit_step("r1", "me", StepCommit(
-        checkpoint=_checkpoint(1, "one"), position="human_review", status="escalated",
-        failed_step="one", reason="low confidence"))
+    store.commit_step(
+        "r1",
+        "me",
+        StepCommit(
+            checkpoint=_checkpoint(1, "one"),
+            position="human_review",
+            status="escalated",
+            failed_step="one",
+            reason="low confidence",
+        ),
+    )
     record = store.run("r1")
-    store.decide(record, Decision("r1", "one", "approved", "Ann", "h1", "fine"),
-                 status="running", position="two", owner="me",
-                 checkpoint=_checkpoint(2, "one"))
+    store.decide(
+        record,
+        Decision("r1", "one", "approved", "Ann", "h1", "fine"),
+        status="running",
+        position="two",
+        owner="me",
+        checkpoint=_checkpoint(2, "one"),
+    )
     with pytest.raises(StoreError, match="changed while this decision was made"):
-        store.decide(record, Decision("r1", "one", "rejected", "Bob"), status="rejected",
-                     position="human_review")
+        store.decide(
+            record,
+            Decision("r1", "one", "rejected", "Bob"),
+            status="rejected",
+            position="human_review",
+        )
     moved = store.run("r1")
-    assert (moved.status, moved.position, moved.steps_run, moved.lease_owner) == \
-        ("running", "two", 2, "me")
-    assert [(d.decision, d.decided_by, d.note) for d in store.decisions("r1")] == \
-        [("approved", "Ann", "fine")]
+    assert (moved.status, moved.position, moved.steps_run, moved.lease_owner) == (
+        "running",
+        "two",
+        2,
+        "me",
+    )
+    assert [(d.decision, d.decided_by, d.note) for d in store.decisions("r1")] == [
+        ("approved", "Ann", "fine")
+    ]
     decided = store.events("r1")[-1]
     assert isinstance(decided, DecisionMade)
-    assert (decided.step_id, decided.by, decided.status, decided.position) == \
-        ("one", "Ann", "running", "two")
+    assert (decided.step_id, decided.by, decided.status, decided.position) == (
+        "one",
+        "Ann",
+        "running",
+        "two",
+    )
 
 
 def test_every_store_is_a_store(store: Store) -> None:

@@ -23,16 +23,29 @@ class Agreement:
     def check(self, checks: Checks, step: ModelStep, gate: ConfidenceGate) -> None:
         """The samples are the model's own answers: nothing to resolve."""
 
-    def answer(self, session: ModelSession, step: ModelStep,
-               messages: Sequence[Mapping[str, Any]], gate: ConfidenceGate,
-               ctx: Mapping[str, Any]) -> tuple[Any, float | None]:
+    def answer(
+        self,
+        session: ModelSession,
+        step: ModelStep,
+        messages: Sequence[Mapping[str, Any]],
+        gate: ConfidenceGate,
+        ctx: Mapping[str, Any],
+    ) -> tuple[Any, float | None]:
         model = session.model(step.model)
         temperature = model.temperature if model.temperature else SAMPLING_TEMPERATURE
-        answers = [session.ask(messages, step.output_schema, model=step.model,
-                               repairs=step.repairs, temperature=temperature).value
-                   for _ in range(gate.samples)]
-        keys = [decisive_value(a, step.output_schema) or json.dumps(a, sort_keys=True)
-                for a in answers]
+        answers = [
+            session.ask(
+                messages,
+                step.output_schema,
+                model=step.model,
+                repairs=step.repairs,
+                temperature=temperature,
+            ).value
+            for _ in range(gate.samples)
+        ]
+        keys = [
+            decisive_value(a, step.output_schema) or json.dumps(a, sort_keys=True) for a in answers
+        ]
         majority, count = Counter(keys).most_common(1)[0]
         return answers[keys.index(majority)], count / len(answers)
 

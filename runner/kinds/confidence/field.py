@@ -17,14 +17,24 @@ class Field:
     name = "field"
 
     def check(self, checks: Checks, step: ModelStep, gate: ConfidenceGate) -> None:
-        checks.template((*step.path, "confidence", "score"), gate.score or "",
-                        (*STEP_ROOTS, "output"), step=step)
+        checks.template(
+            (*step.path, "confidence", "score"),
+            gate.score or "",
+            (*STEP_ROOTS, "output"),
+            step=step,
+        )
 
-    def answer(self, session: ModelSession, step: ModelStep,
-               messages: Sequence[Mapping[str, Any]], gate: ConfidenceGate,
-               ctx: Mapping[str, Any]) -> tuple[Any, float | None]:
-        value = session.ask(messages, step.output_schema, model=step.model,
-                            repairs=step.repairs).value
+    def answer(
+        self,
+        session: ModelSession,
+        step: ModelStep,
+        messages: Sequence[Mapping[str, Any]],
+        gate: ConfidenceGate,
+        ctx: Mapping[str, Any],
+    ) -> tuple[Any, float | None]:
+        value = session.ask(
+            messages, step.output_schema, model=step.model, repairs=step.repairs
+        ).value
         return value, unit(templates.render(gate.score or "", {**ctx, "output": value}))
 
 

@@ -23,11 +23,17 @@ class Logprobs:
     def check(self, checks: Checks, step: ModelStep, gate: ConfidenceGate) -> None:
         """The score comes from the model's own answer: nothing to resolve."""
 
-    def answer(self, session: ModelSession, step: ModelStep,
-               messages: Sequence[Mapping[str, Any]], gate: ConfidenceGate,
-               ctx: Mapping[str, Any]) -> tuple[Any, float | None]:
-        answer = session.ask(messages, step.output_schema, model=step.model,
-                             repairs=step.repairs, logprobs=True)
+    def answer(
+        self,
+        session: ModelSession,
+        step: ModelStep,
+        messages: Sequence[Mapping[str, Any]],
+        gate: ConfidenceGate,
+        ctx: Mapping[str, Any],
+    ) -> tuple[Any, float | None]:
+        answer = session.ask(
+            messages, step.output_schema, model=step.model, repairs=step.repairs, logprobs=True
+        )
         return answer.value, logprob_score(answer.response, answer.value, step.output_schema)
 
 
@@ -38,15 +44,21 @@ def logprob_score(response: LLMResponse, value: Any, schema: Any) -> float:
     tokens. Without an enum: the geometric mean probability of all the answer's tokens."""
     tokens = response.logprobs
     if not tokens:
-        raise LLMError(f"model {response.model} returned no token logprobs; use another "
-                       "confidence method with it", ErrorKind.HTTP_4XX)
+        raise LLMError(
+            f"model {response.model} returned no token logprobs; use another "
+            "confidence method with it",
+            ErrorKind.HTTP_4XX,
+        )
     found = enum_field(value, schema)
     span = _value_tokens(tokens, found[0]) if found else []
     if not found or not span:
         return math.exp(sum(t[1] for t in tokens) / len(tokens))
     first, rest = span[0], span[1:]
-    rivals = {alt.strip(): lp for alt, lp in first[2]
-              if alt.strip() and any(_starts(option, alt.strip()) for option in found[1])}
+    rivals = {
+        alt.strip(): lp
+        for alt, lp in first[2]
+        if alt.strip() and any(_starts(option, alt.strip()) for option in found[1])
+    }
     rivals[first[0].strip()] = first[1]
     share = math.exp(first[1]) / sum(math.exp(lp) for lp in rivals.values())
     return share * math.exp(sum(t[1] for t in rest))

@@ -22,8 +22,12 @@ def enum_field(value: Any, schema: Any) -> tuple[str, list[str]] | None:
         return value, [str(v) for v in schema["enum"]]
     properties = schema.get("properties", {}) if isinstance(schema, dict) else {}
     for name, sub in properties.items():
-        if isinstance(sub, dict) and "enum" in sub and isinstance(value, dict) \
-                and isinstance(value.get(name), str):
+        if (
+            isinstance(sub, dict)
+            and "enum" in sub
+            and isinstance(value, dict)
+            and isinstance(value.get(name), str)
+        ):
             return str(value[name]), [str(v) for v in sub["enum"]]
     return None
 

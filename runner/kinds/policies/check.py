@@ -24,8 +24,9 @@ class Check:
     def check(self, checks: Checks, policy: Policy) -> None:
         checks.template((*policy.path, "check"), policy.value, ROOTS, expression=True)
 
-    def find(self, policy: Policy, text: str, ctx: Mapping[str, Any],
-             session: ModelSession) -> list[Violation]:
+    def find(
+        self, policy: Policy, text: str, ctx: Mapping[str, Any], session: ModelSession
+    ) -> list[Violation]:
         if templates.evaluate(policy.value, {**ctx, "text": text}):
             return []
         return [violation(policy, "check", None, text, f"the check `{policy.value}` is false")]

@@ -22,11 +22,14 @@ class Detect:
     def check(self, checks: Checks, policy: Policy) -> None:
         """The schema already allows only known detectors."""
 
-    def find(self, policy: Policy, text: str, ctx: Mapping[str, Any],
-             session: ModelSession) -> list[Violation]:
-        found = [violation(policy, name, span, text,
-                           f"the text contains {name.replace('_', ' ')} data")
-                 for name in policy.value for span in DETECTORS[name](text)]
+    def find(
+        self, policy: Policy, text: str, ctx: Mapping[str, Any], session: ModelSession
+    ) -> list[Violation]:
+        found = [
+            violation(policy, name, span, text, f"the text contains {name.replace('_', ' ')} data")
+            for name in policy.value
+            for span in DETECTORS[name](text)
+        ]
         return found[:MAX_FINDINGS]
 
 

@@ -38,8 +38,9 @@ def iban_valid(text: str) -> bool:
     return int(number) % 97 == 1
 
 
-def _spans(pattern: re.Pattern[str], text: str,
-           accept: Callable[[str], bool] = lambda _: True) -> Iterator[tuple[int, int]]:
+def _spans(
+    pattern: re.Pattern[str], text: str, accept: Callable[[str], bool] = lambda _: True
+) -> Iterator[tuple[int, int]]:
     for match in pattern.finditer(text):
         if accept(match.group()):
             yield match.span()
@@ -49,13 +50,16 @@ def _phone_ok(found: str) -> bool:
     return 8 <= len(re.sub(r"\D", "", found)) <= 15 and not _NOT_PHONE.fullmatch(found)
 
 
-def _group_windows(pattern: re.Pattern[str], text: str, valid: Callable[[str], bool],
-                   split: str) -> Iterator[tuple[int, int]]:
+def _group_windows(
+    pattern: re.Pattern[str], text: str, valid: Callable[[str], bool], split: str
+) -> Iterator[tuple[int, int]]:
     """Spans made of whole groups of a match (groups split by `split`), longest first,
     that pass `valid`: a card number is found with a date after it or digits before it."""
     for match in pattern.finditer(text):
-        bounds = [(m.start() + match.start(), m.end() + match.start())
-                  for m in re.finditer(split, match.group())]
+        bounds = [
+            (m.start() + match.start(), m.end() + match.start())
+            for m in re.finditer(split, match.group())
+        ]
         found = None
         for size in range(len(bounds), 0, -1):
             for first in range(len(bounds) - size + 1):

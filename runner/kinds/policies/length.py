@@ -21,8 +21,9 @@ class MaxLength:
     def check(self, checks: Checks, policy: Policy) -> None:
         """The schema already requires a whole number."""
 
-    def find(self, policy: Policy, text: str, ctx: Mapping[str, Any],
-             session: ModelSession) -> list[Violation]:
+    def find(
+        self, policy: Policy, text: str, ctx: Mapping[str, Any], session: ModelSession
+    ) -> list[Violation]:
         if len(text) <= policy.value:
             return []
         message = f"the text is longer than {policy.value} characters"

@@ -30,11 +30,14 @@ class Deny(_Pattern):
 
     name = "deny"
 
-    def find(self, policy: Policy, text: str, ctx: Mapping[str, Any],
-             session: ModelSession) -> list[Violation]:
+    def find(
+        self, policy: Policy, text: str, ctx: Mapping[str, Any], session: ModelSession
+    ) -> list[Violation]:
         message = f"the text matches the denied pattern {policy.value!r}"
-        return [violation(policy, "deny", m.span(), text, message)
-                for m in re.finditer(policy.value, text)][:MAX_FINDINGS]
+        return [
+            violation(policy, "deny", m.span(), text, message)
+            for m in re.finditer(policy.value, text)
+        ][:MAX_FINDINGS]
 
 
 class Require(_Pattern):
@@ -42,8 +45,9 @@ class Require(_Pattern):
 
     name = "require"
 
-    def find(self, policy: Policy, text: str, ctx: Mapping[str, Any],
-             session: ModelSession) -> list[Violation]:
+    def find(
+        self, policy: Policy, text: str, ctx: Mapping[str, Any], session: ModelSession
+    ) -> list[Violation]:
         if re.search(policy.value, text):
             return []
         message = f"the text does not match the required pattern {policy.value!r}"

@@ -50,11 +50,15 @@ class AgentStep(ModelStep):
 
 def tool_spec(tool: Tool) -> dict[str, Any]:
     """A tool as function-calling models see it."""
-    parameters = tool.input_schema if isinstance(tool.input_schema, dict) else {
-        "type": "object"}
-    return {"type": "function", "function": {
-        "name": tool.name, "description": tool.description or tool.name,
-        "parameters": parameters}}
+    parameters = tool.input_schema if isinstance(tool.input_schema, dict) else {"type": "object"}
+    return {
+        "type": "function",
+        "function": {
+            "name": tool.name,
+            "description": tool.description or tool.name,
+            "parameters": parameters,
+        },
+    }
 
 
 class AgentLoop:
@@ -84,32 +88,53 @@ class AgentLoop:
         for turn in range(self.step.max_turns):
             assistant = self.turns.get(turn)
             if assistant is None:
-                answer = self.session.ask(messages, self.step.output_schema,
-                                          model=self.step.model, repairs=self.step.repairs,
-                                          tools=specs)
+                answer = self.session.ask(
+                    messages,
+                    self.step.output_schema,
+                    model=self.step.model,
+                    repairs=self.step.repairs,
+                    tools=specs,
+                )
                 if not answer.response.tool_calls:
                     return answer.value
                 assistant = _assistant_message(answer.response)
-                self.visit.record(AgentTurn(step_id=self.step.id, seq=self.seq, turn=turn,
-                                            assistant=assistant))
+                self.visit.record(
+                    AgentTurn(step_id=self.step.id, seq=self.seq, turn=turn, assistant=assistant)
+                )
             else:
-                self.session.events.append(AgentReplay(step_id=self.step.id, seq=self.seq,
-                                                       turn=turn))
+                self.session.events.append(
+                    AgentReplay(step_id=self.step.id, seq=self.seq, turn=turn)
+                )
             messages.append(assistant)
             for call in assistant["tool_calls"]:
                 result = self._tool_result(turn, call)
-                messages.append({"role": "tool", "tool_call_id": call["id"],
-                                 "content": json.dumps(result, ensure_ascii=False)})
-        raise LLMError(f"the agent gave no final answer within {self.step.max_turns} turns",
-                       ErrorKind.MAX_TURNS)
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": call["id"],
+                        "content": json.dumps(result, ensure_ascii=False),
+                    }
+                )
+        raise LLMError(
+            f"the agent gave no final answer within {self.step.max_turns} turns",
+            ErrorKind.MAX_TURNS,
+        )
 
     def _tool_result(self, turn: int, call: Mapping[str, Any]) -> Any:
         if (turn, call["id"]) in self.results:
             return self.results[(turn, call["id"])]
         name, raw = call["function"]["name"], call["function"]["arguments"]
         result = self._call(turn, call["id"], name, raw)
-        self.visit.record(AgentCall(step_id=self.step.id, seq=self.seq, turn=turn,
-                                    call_id=call["id"], tool=name, result=result))
+        self.visit.record(
+            AgentCall(
+                step_id=self.step.id,
+                seq=self.seq,
+                turn=turn,
+                call_id=call["id"],
+                tool=name,
+                result=result,
+            )
+        )
         return result
 
     def _call(self, turn: int, call_id: str, name: str, raw: str) -> Any:
@@ -122,8 +147,10 @@ class AgentLoop:
             return {"error": f"the arguments are not JSON: {exc.msg}"}
         problems = instance_problems(tool.input_schema, args)
         if problems:
-            return {"error": "the arguments do not match the tool's input schema: "
-                    + "; ".join(problems)}
+            return {
+                "error": "the arguments do not match the tool's input schema: "
+                + "; ".join(problems)
+            }
         key = f"{self.visit.run_id}:{self.step.id}:{self.seq}:{turn}:{call_id}"
         try:
             result = self.visit.call_tool(tool, args, key)
@@ -144,9 +171,14 @@ def _tool_failed(tool: str, result: StepResult) -> StepFailedError:
 
 
 def _assistant_message(response: Any) -> dict[str, Any]:
-    return {"role": "assistant", "content": response.text or None, "tool_calls": [
-        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-        for c in response.tool_calls]}
+    return {
+        "role": "assistant",
+        "content": response.text or None,
+        "tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in response.tool_calls
+        ],
+    }
 
 
 class Agent:
@@ -158,10 +190,15 @@ class Agent:
     def build(self, raw: Mapping[str, Any], common: dict[str, Any]) -> Step:
         agent = raw["agent"]
         return AgentStep(
-            **common, model=agent.get("model"), system=agent.get("system"),
-            prompt=agent["prompt"], tools=tuple(agent["tools"]),
+            **common,
+            model=agent.get("model"),
+            system=agent.get("system"),
+            prompt=agent["prompt"],
+            tools=tuple(agent["tools"]),
             max_turns=agent.get("max_turns", DEFAULT_MAX_TURNS),
-            output_schema=agent.get("output"), repairs=agent.get("repairs", DEFAULT_REPAIRS))
+            output_schema=agent.get("output"),
+            repairs=agent.get("repairs", DEFAULT_REPAIRS),
+        )
 
     def check(self, checks: Checks, step: Step) -> None:
         assert isinstance(step, AgentStep)

@@ -33,8 +33,11 @@ class ApprovalStep(Step):
     kind = "approval"
 
     def routes(self) -> dict[str, str]:
-        routes = {**super().routes(), Outcome.AWAITING_APPROVAL: Ending.HUMAN_REVIEW.value,
-                  Outcome.EXPIRED: self.on_expired}
+        routes = {
+            **super().routes(),
+            Outcome.AWAITING_APPROVAL: Ending.HUMAN_REVIEW.value,
+            Outcome.EXPIRED: self.on_expired,
+        }
         if self.on_rejected is not None:
             routes[Outcome.REJECTED] = self.on_rejected
         return routes
@@ -76,18 +79,21 @@ def decided_schema(edit: Mapping[str, Any] | None) -> Any:
     closed to fields it does not declare."""
     if edit is None:
         return {"type": "object", "additionalProperties": False}
-    properties = {name: {k: v for k, v in sub.items() if k != "default"}
-                  if isinstance(sub, dict) else sub
-                  for name, sub in edit.get("properties", {}).items()}
-    return {**edit, "type": "object", "properties": properties,
-            "additionalProperties": False}
+    properties = {
+        name: {k: v for k, v in sub.items() if k != "default"} if isinstance(sub, dict) else sub
+        for name, sub in edit.get("properties", {}).items()
+    }
+    return {**edit, "type": "object", "properties": properties, "additionalProperties": False}
 
 
 def proposed_templates(edit: Mapping[str, Any] | None) -> dict[str, Any]:
     """Each editable value's proposal (its `default`), as written."""
     properties = (edit or {}).get("properties", {})
-    return {name: sub["default"] for name, sub in properties.items()
-            if isinstance(sub, dict) and "default" in sub}
+    return {
+        name: sub["default"]
+        for name, sub in properties.items()
+        if isinstance(sub, dict) and "default" in sub
+    }
 
 
 def single_reference(template: Any) -> tuple[str | int, ...] | None:
@@ -112,11 +118,15 @@ class Approval:
     def build(self, raw: Mapping[str, Any], common: dict[str, Any]) -> Step:
         approval = raw["approval"]
         return ApprovalStep(
-            **common, title=approval["title"], show=dict(approval.get("show", {})),
-            edit=approval.get("edit"), approvers=tuple(approval.get("reviewers", ())),
+            **common,
+            title=approval["title"],
+            show=dict(approval.get("show", {})),
+            edit=approval.get("edit"),
+            approvers=tuple(approval.get("reviewers", ())),
             expires_after_seconds=approval.get("expires_after_seconds"),
             on_rejected=raw.get("on_rejected"),
-            on_expired=raw.get("on_expired", Ending.DEAD_LETTER.value))
+            on_expired=raw.get("on_expired", Ending.DEAD_LETTER.value),
+        )
 
     def check(self, checks: Checks, step: Step) -> None:
         assert isinstance(step, ApprovalStep)
@@ -126,8 +136,9 @@ class Approval:
             checks.template((*path, "show", label), text, STEP_ROOTS, step=step)
         for name, default in proposed_templates(step.edit).items():
             if isinstance(default, str):
-                checks.template((*path, "edit", "properties", name, "default"), default,
-                                STEP_ROOTS, step=step)
+                checks.template(
+                    (*path, "edit", "properties", name, "default"), default, STEP_ROOTS, step=step
+                )
         if step.edit is not None and not schema_problems(decided_schema(step.edit)):
             _required_have_proposals(checks, step, path)
 
@@ -138,8 +149,10 @@ class Approval:
         output = {
             "title": title,
             "show": {label: templates.render(text, ctx) for label, text in step.show.items()},
-            "proposed": {name: templates.render_tree(default, ctx)
-                         for name, default in proposed_templates(step.edit).items()},
+            "proposed": {
+                name: templates.render_tree(default, ctx)
+                for name, default in proposed_templates(step.edit).items()
+            },
         }
         return StepResult(Outcome.AWAITING_APPROVAL, output, reason=title)
 
@@ -149,9 +162,11 @@ def _required_have_proposals(checks: Checks, step: ApprovalStep, path: Path_) ->
     proposed = proposed_templates(step.edit)
     for name in (step.edit or {}).get("required", []):
         if name not in proposed:
-            checks.add((*path, "edit", "properties", name),
-                       f"`{name}` is required but has no proposed value: give it a "
-                       "`default` (a template), so approving without edits can work")
+            checks.add(
+                (*path, "edit", "properties", name),
+                f"`{name}` is required but has no proposed value: give it a "
+                "`default` (a template), so approving without edits can work",
+            )
 
 
 KIND = Approval()

@@ -43,13 +43,22 @@ class Llm:
         confidence = None
         if gate is not None:
             confidence = ConfidenceGate(
-                method=gate.get("method", "field"), min=gate["min"], score=gate.get("score"),
-                samples=gate.get("samples", 5), judge=gate.get("judge"))
+                method=gate.get("method", "field"),
+                min=gate["min"],
+                score=gate.get("score"),
+                samples=gate.get("samples", 5),
+                judge=gate.get("judge"),
+            )
         return LlmStep(
-            **common, model=llm.get("model"), system=llm.get("system"), prompt=llm["prompt"],
-            output_schema=llm.get("output"), repairs=llm.get("repairs", DEFAULT_REPAIRS),
+            **common,
+            model=llm.get("model"),
+            system=llm.get("system"),
+            prompt=llm["prompt"],
+            output_schema=llm.get("output"),
+            repairs=llm.get("repairs", DEFAULT_REPAIRS),
             confidence=confidence,
-            on_low_confidence=raw.get("on_low_confidence", Ending.HUMAN_REVIEW.value))
+            on_low_confidence=raw.get("on_low_confidence", Ending.HUMAN_REVIEW.value),
+        )
 
     def check(self, checks: Checks, step: Step) -> None:
         assert isinstance(step, LlmStep)
@@ -69,19 +78,27 @@ class Llm:
         messages = messages_for(step.system, step.prompt, ctx)
         gate = step.confidence
         if gate is None:
-            answer = session.ask(messages, step.output_schema, model=step.model,
-                                 repairs=step.repairs)
+            answer = session.ask(
+                messages, step.output_schema, model=step.model, repairs=step.repairs
+            )
             return StepResult(Outcome.OK, answer.value, 1, session.events)
-        output, score = METHODS[gate.method].answer(session, step, messages, gate,
-                                                                ctx)
+        output, score = METHODS[gate.method].answer(session, step, messages, gate, ctx)
         passed = score is not None and score >= gate.min
-        session.events.append(ConfidenceScored(step_id=step.id, method=gate.method,
-                                               score=score, min=gate.min, passed=passed))
+        session.events.append(
+            ConfidenceScored(
+                step_id=step.id, method=gate.method, score=score, min=gate.min, passed=passed
+            )
+        )
         if passed:
             return StepResult(Outcome.OK, output, 1, session.events)
         shown = "no valid score" if score is None else f"confidence {score:.3f}"
-        return StepResult(Outcome.LOW_CONFIDENCE, output, 1, session.events,
-                          reason=f"{shown} below {gate.min:g} ({gate.method})")
+        return StepResult(
+            Outcome.LOW_CONFIDENCE,
+            output,
+            1,
+            session.events,
+            reason=f"{shown} below {gate.min:g} ({gate.method})",
+        )
 
 
 KIND = Llm()

@@ -31,8 +31,11 @@ class PolicyStep(Step):
 
     def review_target(self) -> str:
         """The one step whose output the checked text shows (the draft), if one."""
-        refs = {str(r.chain[0]) for r in templates.references(templates.parse(self.text))
-                if r.root == "steps" and r.chain}
+        refs = {
+            str(r.chain[0])
+            for r in templates.references(templates.parse(self.text))
+            if r.root == "steps" and r.chain
+        }
         return refs.pop() if len(refs) == 1 else self.id
 
 
@@ -43,8 +46,12 @@ class Policies:
     example: Mapping[str, Any] = {"policies": [], "text": "{{ input.text }}"}
 
     def build(self, raw: Mapping[str, Any], common: dict[str, Any]) -> Step:
-        return PolicyStep(**common, policies=tuple(raw["policies"]), text=raw["text"],
-                          on_violation=raw.get("on_violation", Ending.HUMAN_REVIEW.value))
+        return PolicyStep(
+            **common,
+            policies=tuple(raw["policies"]),
+            text=raw["text"],
+            on_violation=raw.get("on_violation", Ending.HUMAN_REVIEW.value),
+        )
 
     def check(self, checks: Checks, step: Step) -> None:
         assert isinstance(step, PolicyStep)
@@ -63,8 +70,9 @@ class Policies:
         if not found:
             return StepResult(Outcome.OK, {"violations": []}, events=events)
         reasons = dict.fromkeys(f"policy {v['policy']}: {v['message']}" for v in found)
-        return StepResult(Outcome.VIOLATION, {"violations": found}, events=events,
-                          reason="; ".join(reasons))  # each rule once, in order
+        return StepResult(
+            Outcome.VIOLATION, {"violations": found}, events=events, reason="; ".join(reasons)
+        )  # each rule once, in order
 
 
 KIND = Policies()

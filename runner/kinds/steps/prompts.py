@@ -14,8 +14,11 @@ from runner.lang.source import Path_
 
 def messages_for(system: str | None, prompt: str, ctx: Mapping[str, Any]) -> list[dict[str, str]]:
     """The conversation a step starts with: its system prompt and its prompt, rendered."""
-    rendered = [] if system is None else [{"role": "system",
-                                           "content": str(templates.render(system, ctx))}]
+    rendered = (
+        []
+        if system is None
+        else [{"role": "system", "content": str(templates.render(system, ctx))}]
+    )
     return [*rendered, {"role": "user", "content": str(templates.render(prompt, ctx))}]
 
 

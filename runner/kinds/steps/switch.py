@@ -55,7 +55,9 @@ class Switch:
     """The `switch` step kind."""
 
     name = "switch"
-    example: Mapping[str, Any] = {"switch": [{"when": "input.amount > 200", "next": "human_review"}]}
+    example: Mapping[str, Any] = {
+        "switch": [{"when": "input.amount > 200", "next": "human_review"}]
+    }
 
     def build(self, raw: Mapping[str, Any], common: dict[str, Any]) -> Step:
         cases = tuple(SwitchCase(when=c["when"], next=c["next"]) for c in raw["switch"])
@@ -64,8 +66,9 @@ class Switch:
     def check(self, checks: Checks, step: Step) -> None:
         assert isinstance(step, SwitchStep)
         for i, case in enumerate(step.cases):
-            checks.template((*step.path, "switch", i, "when"), case.when, STEP_ROOTS,
-                            step=step, expression=True)
+            checks.template(
+                (*step.path, "switch", i, "when"), case.when, STEP_ROOTS, step=step, expression=True
+            )
 
     def run(self, step: Step, visit: StepRun) -> StepResult:
         assert isinstance(step, SwitchStep)
@@ -73,11 +76,15 @@ class Switch:
         for number, case in enumerate(step.cases, 1):
             if templates.evaluate(case.when, ctx):
                 why = f"{step.id}: case {number}, {explain(case.when, ctx)}"
-                return StepResult(branch(number), {"branch": number, "when": case.when},
-                                  reason=why if case.next in STOPS else None)
+                return StepResult(
+                    branch(number),
+                    {"branch": number, "when": case.when},
+                    reason=why if case.next in STOPS else None,
+                )
         why = f"{step.id}: no case matched"
-        return StepResult(Outcome.DEFAULT, {"branch": "default"},
-                          reason=why if step.next in STOPS else None)
+        return StepResult(
+            Outcome.DEFAULT, {"branch": "default"}, reason=why if step.next in STOPS else None
+        )
 
 
 def explain(condition: str, ctx: Mapping[str, Any]) -> str:

@@ -59,8 +59,10 @@ class ToolKindOfStep:
 def _args_fit(checks: Checks, step: ToolStep, schema: dict[str, Any]) -> None:
     """Arguments the tool's input schema requires or forbids, known before any run."""
     for name in [k for k in schema.get("required", []) if k not in step.args]:
-        checks.add((*step.path, "args") if step.args else step.path,
-                   f"tool `{step.tool}` requires argument `{name}`")
+        checks.add(
+            (*step.path, "args") if step.args else step.path,
+            f"tool `{step.tool}` requires argument `{name}`",
+        )
     if schema.get("additionalProperties") is not False:
         return
     allowed = schema.get("properties", {})
@@ -68,8 +70,11 @@ def _args_fit(checks: Checks, step: ToolStep, schema: dict[str, Any]) -> None:
         if name not in allowed:
             close = difflib.get_close_matches(name, list(allowed), n=1)
             hint = f"; did you mean `{close[0]}`?" if close else ""
-            checks.add((*step.path, "args", name),
-                       f"tool `{step.tool}` takes no argument `{name}`{hint}", key=True)
+            checks.add(
+                (*step.path, "args", name),
+                f"tool `{step.tool}` takes no argument `{name}`{hint}",
+                key=True,
+            )
 
 
 KIND = ToolKindOfStep()

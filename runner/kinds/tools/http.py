@@ -45,9 +45,14 @@ class Http:
     def build(self, raw: Any) -> Any:
         has_body = "json" in raw or "body" in raw
         return HttpRequest(
-            method=raw.get("method", "POST" if has_body else "GET"), url=raw["url"],
-            headers=dict(raw.get("headers", {})), query=dict(raw.get("query", {})),
-            json=raw.get("json"), body=raw.get("body"), has_json="json" in raw)
+            method=raw.get("method", "POST" if has_body else "GET"),
+            url=raw["url"],
+            headers=dict(raw.get("headers", {})),
+            query=dict(raw.get("query", {})),
+            json=raw.get("json"),
+            body=raw.get("body"),
+            has_json="json" in raw,
+        )
 
     def check(self, checks: Checks, tool: Tool) -> None:
         request, base = tool.spec, (*tool.path, "http")
@@ -63,7 +68,8 @@ class Http:
     def request(self, tool: Tool, ctx: Mapping[str, Any]) -> Mapping[str, Any] | None:
         http: HttpRequest = tool.spec
         request: dict[str, Any] = {
-            "method": http.method, "url": str(templates.render(http.url, ctx)),
+            "method": http.method,
+            "url": str(templates.render(http.url, ctx)),
             "headers": {k: str(templates.render(v, ctx)) for k, v in http.headers.items()},
             "query": {k: str(templates.render(v, ctx)) for k, v in http.query.items()},
         }
@@ -96,18 +102,25 @@ class HttpTool:
         try:
             with httpx.Client(transport=self.transport, timeout=call.timeout_seconds) as client:
                 response = client.request(
-                    request["method"], request["url"], headers=headers,
-                    params=request.get("query") or None, json=request.get("json"),
+                    request["method"],
+                    request["url"],
+                    headers=headers,
+                    params=request.get("query") or None,
+                    json=request.get("json"),
                     content=request.get("body"),
                 )
         except httpx.TimeoutException as exc:
             sent = not isinstance(exc, httpx.ConnectTimeout)
-            raise ToolError(f"timed out after {call.timeout_seconds:g}s", ErrorKind.TIMEOUT,
-                            maybe_sent=sent) from exc
+            raise ToolError(
+                f"timed out after {call.timeout_seconds:g}s", ErrorKind.TIMEOUT, maybe_sent=sent
+            ) from exc
         except httpx.TransportError as exc:
             sent = not isinstance(exc, httpx.ConnectError)
-            raise ToolError(f"connection failed: {exc or type(exc).__name__}", ErrorKind.CONNECTION,
-                            maybe_sent=sent) from exc
+            raise ToolError(
+                f"connection failed: {exc or type(exc).__name__}",
+                ErrorKind.CONNECTION,
+                maybe_sent=sent,
+            ) from exc
         return _response_value(response)
 
 
@@ -115,10 +128,17 @@ def _response_value(response: Any) -> Any:
     status = response.status_code
     if 300 <= status < 400:
         where = response.headers.get("Location", "elsewhere")
-        raise ToolError(f"HTTP {status} redirect to {where}: runner does not follow "
-                        "redirects; point the tool at the final URL", ErrorKind.HTTP_3XX)
+        raise ToolError(
+            f"HTTP {status} redirect to {where}: runner does not follow "
+            "redirects; point the tool at the final URL",
+            ErrorKind.HTTP_3XX,
+        )
     if status >= 400:
-        kind = ErrorKind.HTTP_429 if status == 429 else (ErrorKind.HTTP_5XX if status >= 500 else ErrorKind.HTTP_4XX)
+        kind = (
+            ErrorKind.HTTP_429
+            if status == 429
+            else (ErrorKind.HTTP_5XX if status >= 500 else ErrorKind.HTTP_4XX)
+        )
         retry_after = _retry_after(response.headers.get("Retry-After"))
         body = response.text[:200]
         raise ToolError(f"HTTP {status}: {body}", kind, retry_after)
@@ -128,7 +148,9 @@ def _response_value(response: Any) -> Any:
         try:
             return json.loads(response.content)
         except ValueError as exc:
-            raise ToolError(f"malformed JSON in the response: {exc}", ErrorKind.INVALID_OUTPUT) from exc
+            raise ToolError(
+                f"malformed JSON in the response: {exc}", ErrorKind.INVALID_OUTPUT
+            ) from exc
     return response.text
 
 

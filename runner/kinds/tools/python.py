@@ -66,7 +66,8 @@ class PythonTool:
         self._function: Callable[..., Any] | None = None
         # Calls run on pooled threads so the timeout holds without a thread per call.
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=8, thread_name_prefix=f"tool-{tool.name}")
+            max_workers=8, thread_name_prefix=f"tool-{tool.name}"
+        )
 
     def function(self) -> Callable[..., Any]:
         """Import the target once (imports are process-wide, so under a lock)."""
@@ -75,8 +76,9 @@ class PythonTool:
             module, _, name = self.tool.spec.partition(":")
             root = module_root(self.flow_file, module)
             if root is None:
-                raise ToolError(f"cannot find module {module} for tool {self.tool.name}",
-                                ErrorKind.EXCEPTION)
+                raise ToolError(
+                    f"cannot find module {module} for tool {self.tool.name}", ErrorKind.EXCEPTION
+                )
             with _IMPORT_LOCK:
                 package = _flow_package(root)
                 self._function = getattr(importlib.import_module(f"{package}.{module}"), name)
@@ -92,8 +94,9 @@ class PythonTool:
                 return _with_alarm(function, kwargs, call.timeout_seconds)
             return self._pool.submit(function, **kwargs).result(timeout=call.timeout_seconds)
         except (concurrent.futures.TimeoutError, _AlarmError) as exc:
-            raise ToolError(f"no result after {call.timeout_seconds:g}s", ErrorKind.TIMEOUT,
-                            maybe_sent=True) from exc
+            raise ToolError(
+                f"no result after {call.timeout_seconds:g}s", ErrorKind.TIMEOUT, maybe_sent=True
+            ) from exc
         except ToolError:
             raise
         except TimeoutError as exc:
@@ -111,8 +114,11 @@ class _AlarmError(Exception):
 
 
 def _can_alarm() -> bool:
-    return hasattr(signal, "setitimer") and threading.current_thread() is \
-        threading.main_thread() and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+    return (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+    )
 
 
 def _with_alarm(function: Callable[..., Any], kwargs: dict[str, Any], seconds: float) -> Any:

@@ -26,8 +26,9 @@ def module_root(flow_file: Path, module: str) -> Path | None:
     """The folder that `module` (dotted) is found under, searching as validate does."""
     relative = Path(*module.split("."))
     for root in search_roots(flow_file):
-        if (root / relative.with_suffix(".py")).is_file() or \
-                (root / relative / "__init__.py").is_file():
+        if (root / relative.with_suffix(".py")).is_file() or (
+            root / relative / "__init__.py"
+        ).is_file():
             return root
     return None
 
@@ -40,8 +41,10 @@ def locate_python_target(flow_file: Path, target: str) -> tuple[Path | None, str
         for candidate in (root / relative.with_suffix(".py"), root / relative / "__init__.py"):
             if candidate.is_file():
                 return candidate, _defines(candidate, name, module)
-    return None, (f"cannot find module `{module}`: no {relative}.py beside the flow or "
-                  "in a folder above it, up to the repository root")
+    return None, (
+        f"cannot find module `{module}`: no {relative}.py beside the flow or "
+        "in a folder above it, up to the repository root"
+    )
 
 
 def _defines(file: Path, name: str, module: str) -> str | None:

@@ -28,8 +28,10 @@ class Smtp:
                 checks.template((*tool.path, "smtp", key), value, TOOL_ROOTS)
 
     def request(self, tool: Tool, ctx: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        return {k: v if isinstance(v, int) else str(templates.render(v, ctx))
-                for k, v in tool.spec.items()}
+        return {
+            k: v if isinstance(v, int) else str(templates.render(v, ctx))
+            for k, v in tool.spec.items()
+        }
 
     def connect(self, tool: Tool, *, flow_file: Path, http_transport: Any = None) -> ToolCall:
         return SmtpTool(tool)
@@ -69,13 +71,15 @@ class SmtpTool:
             kind = ErrorKind.SMTP_4XX if 400 <= exc.smtp_code < 500 else ErrorKind.SMTP_5XX
             raise ToolError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", kind) from exc
         except smtplib.SMTPRecipientsRefused as exc:
-            raise ToolError(f"every recipient was refused: {exc.recipients}", ErrorKind.SMTP_5XX) from exc
+            raise ToolError(
+                f"every recipient was refused: {exc.recipients}", ErrorKind.SMTP_5XX
+            ) from exc
         except (TimeoutError, OSError, smtplib.SMTPException) as exc:
             kind = ErrorKind.TIMEOUT if isinstance(exc, TimeoutError) else ErrorKind.CONNECTION
-            raise ToolError(f"SMTP {type(exc).__name__}: {exc}", kind,
-                            maybe_sent=connected) from exc
-        return {"message_id": message["Message-ID"],
-                "refused": sorted(refused) if refused else []}
+            raise ToolError(
+                f"SMTP {type(exc).__name__}: {exc}", kind, maybe_sent=connected
+            ) from exc
+        return {"message_id": message["Message-ID"], "refused": sorted(refused) if refused else []}
 
 
 def message_id(key: str | None, sender: str) -> str:

@@ -47,8 +47,9 @@ def _runs() -> None:
         "runs",
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("flow_name", sa.String(200), nullable=False),
-        sa.Column("flow_digest", sa.String(64), sa.ForeignKey("flow_versions.digest"),
-                  nullable=False),
+        sa.Column(
+            "flow_digest", sa.String(64), sa.ForeignKey("flow_versions.digest"), nullable=False
+        ),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("position", sa.String(100), nullable=False),
         sa.Column("failed_step", sa.String(100)),
@@ -122,6 +123,13 @@ def _people_and_trail() -> None:
 
 
 def downgrade() -> None:
-    for table in ("events", "decisions", "effects", "checkpoints", "runs",
-                  "flow_versions", "runner_meta"):
+    for table in (
+        "events",
+        "decisions",
+        "effects",
+        "checkpoints",
+        "runs",
+        "flow_versions",
+        "runner_meta",
+    ):
         op.drop_table(table)
