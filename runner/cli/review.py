@@ -30,6 +30,18 @@ def add_review_commands(commands: Any) -> None:
         actions, "list", "escalated runs waiting for a person", cmd_review_list, run=False
     ).add_argument("--flow", metavar="NAME")
     _action(actions, "show", "why a run stopped, what it proposes, its audit", cmd_review_show)
+    _add_approve(actions)
+    _action(
+        actions, "reject", "close the run; nothing more of it runs", cmd_review_reject, who=True
+    ).add_argument("--reason", required=True, metavar="TEXT")
+    _action(
+        actions, "retry", "run again from a step", cmd_review_retry, who=True, note=True
+    ).add_argument("--from", dest="from_step", metavar="STEP", required=True)
+    _action(actions, "expire", "apply the flows' review expiry", cmd_review_expire, run=False)
+    _add_dlq(commands)
+
+
+def _add_approve(actions: Any) -> None:
     approve = _action(
         actions,
         "approve",
@@ -56,14 +68,9 @@ def add_review_commands(commands: Any) -> None:
         metavar="REASON",
         help="approve an edit that breaks a policy anyway, saying why",
     )
-    _action(
-        actions, "reject", "close the run; nothing more of it runs", cmd_review_reject, who=True
-    ).add_argument("--reason", required=True, metavar="TEXT")
-    _action(
-        actions, "retry", "run again from a step", cmd_review_retry, who=True, note=True
-    ).add_argument("--from", dest="from_step", metavar="STEP", required=True)
-    _action(actions, "expire", "apply the flows' review expiry", cmd_review_expire, run=False)
 
+
+def _add_dlq(commands: Any) -> None:
     dlq = commands.add_parser("dlq", help="the dead-letter queue (failed runs)")
     actions = dlq.add_subparsers(title="actions", metavar="ACTION", required=True)
     _action(actions, "list", "failed runs", cmd_dlq_list, run=False).add_argument(
@@ -191,10 +198,18 @@ def cmd_review_show(args: argparse.Namespace, out: TextIO) -> int:
         json.dump(data, out, indent=2, default=str)
         out.write("\n")
         return ExitCode.OK
-    print(
-        f"run      {p.run.id} ({p.run.flow_name}), {p.run.status} {_age(p.run.updated_at)} ago",
-        file=out,
-    )
+    _show_why(p, out)
+    print(f"input    {short(json.dumps(p.run.input, ensure_ascii=False), 300)}", file=out)
+    _show_decide(p, out)
+    print("audit trail:", file=out)
+    timeline(events, out)
+    return ExitCode.OK
+
+
+def _show_why(p: Any, out: TextIO) -> None:
+    """Where the run stopped and why: its reason, score and any effect in doubt."""
+    age = _age(p.run.updated_at)
+    print(f"run      {p.run.id} ({p.run.flow_name}), {p.run.status} {age} ago", file=out)
     if p.run.failed_step:
         print(f"stopped  at {p.step_id}: {p.run.reason or '-'}", file=out)
     else:
@@ -207,7 +222,10 @@ def cmd_review_show(args: argparse.Namespace, out: TextIO) -> int:
             f"retry --from {p.step_id} if it did not",
             file=out,
         )
-    print(f"input    {short(json.dumps(p.run.input, ensure_ascii=False), 300)}", file=out)
+
+
+def _show_decide(p: Any, out: TextIO) -> None:
+    """What is proposed, and the commands that decide it."""
     if p.run.status == RunStatus.ESCALATED:
         shown = json.dumps(p.content, indent=2, ensure_ascii=False)
         print(f"proposed output of {p.target} (hash {p.content_hash[:12]}):", file=out)
@@ -221,9 +239,6 @@ def cmd_review_show(args: argparse.Namespace, out: TextIO) -> int:
         if p.run.error:
             print(f"error    {short(p.run.error.get('message', ''), 300)}", file=out)
         print(f"decide   runner dlq retry {p.run.id} | runner dlq drop {p.run.id}", file=out)
-    print("audit trail:", file=out)
-    timeline(events, out)
-    return ExitCode.OK
 
 
 def cmd_review_approve(args: argparse.Namespace, out: TextIO) -> int:

@@ -22,7 +22,7 @@ from runner.cli.output import (
     when,
 )
 from runner.core.errors import UsageError
-from runner.core.vocabulary import ExitCode
+from runner.core.vocabulary import ExitCode, RunStatus
 
 
 def add_run_commands(commands: Any) -> None:
@@ -49,7 +49,11 @@ def add_run_commands(commands: Any) -> None:
     )
     add_store_options(run)
     run.set_defaults(command=cmd_run)
+    _add_reading_commands(commands)
 
+
+def _add_reading_commands(commands: Any) -> None:
+    """resume, runs and show: the commands that take a run already in the store."""
     resume = commands.add_parser("resume", help="continue an interrupted or failed run")
     resume.add_argument("run_id", metavar="RUN")
     resume.add_argument(
@@ -64,7 +68,7 @@ def add_run_commands(commands: Any) -> None:
     runs = commands.add_parser("runs", help="list runs, newest first")
     runs.add_argument(
         "--status",
-        choices=("queued", "running", "completed", "escalated", "failed", "rejected", "archived"),
+        choices=[str(status) for status in RunStatus],
     )
     runs.add_argument("--flow", metavar="NAME")
     runs.add_argument("--limit", type=int, default=50)

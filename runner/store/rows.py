@@ -1,0 +1,248 @@
+"""The store's records as table rows and back: one place that knows both shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from runner.core.errors import StoreError
+from runner.core.events import DecisionMade
+from runner.store.leases import lease_until
+from runner.store.records import (
+    Checkpoint,
+    Decision,
+    Effect,
+    FlowVersion,
+    RunRecord,
+    aware,
+    now,
+)
+from runner.store.tables import effects, runs
+
+
+def by_prefix(conn: sa.Connection, prefix: str) -> Any:
+    """The one run whose id starts with `prefix`."""
+    rows = conn.execute(
+        runs.select().where(runs.c.id.startswith(prefix, autoescape=True)).limit(2)
+    ).all()
+    if len(rows) == 1:
+        return rows[0]
+    raise StoreError(f"no run {prefix}" if not rows else f"run id {prefix} is ambiguous")
+
+
+def same(column: Any, value: Any) -> Any:
+    """`column = value`, where None matches NULL."""
+    return column.is_(None) if value is None else column == value
+
+
+def checkpoint_row(run_id: str, cp: Checkpoint) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "seq": cp.seq,
+        "step_id": cp.step_id,
+        "outcome": cp.outcome,
+        "route": cp.route,
+        "output": cp.output,
+        "attempts": cp.attempts,
+        "started_at": cp.started_at,
+        "finished_at": cp.finished_at,
+    }
+
+
+def checkpoint_of(row: Any) -> Checkpoint:
+    return Checkpoint(
+        row.seq,
+        row.step_id,
+        row.outcome,
+        row.route,
+        row.output,
+        row.attempts,
+        aware(row.started_at) or now(),
+        aware(row.finished_at) or now(),
+    )
+
+
+def decision_row(decision: Decision) -> dict[str, Any]:
+    return {
+        "run_id": decision.run_id,
+        "step_id": decision.step_id,
+        "decision": decision.decision,
+        "decided_by": decision.decided_by,
+        "decided_at": decision.decided_at,
+        "content_hash": decision.content_hash,
+        "note": decision.note,
+        "content": decision.content,
+        "diff": decision.diff,
+        "override": decision.override,
+    }
+
+
+def decision_of(row: Any) -> Decision:
+    return Decision(
+        row.run_id,
+        row.step_id,
+        row.decision,
+        row.decided_by,
+        row.content_hash,
+        row.note,
+        row.content,
+        aware(row.decided_at) or now(),
+        row.diff,
+        row.override,
+    )
+
+
+def decision_event(decision: Decision, status: str, position: str) -> DecisionMade:
+    """The audit trail's entry for a decision that moved the run to `position`."""
+    return DecisionMade(
+        step_id=decision.step_id,
+        decision=decision.decision,
+        by=decision.decided_by,
+        content_hash=decision.content_hash,
+        note=decision.note,
+        status=status,
+        position=position,
+        diff=decision.diff,
+        override=decision.override,
+    )
+
+
+def effect_of(row: Any) -> Effect:
+    return Effect(row.key, row.run_id, row.step_id, row.tool, row.status, row.result)
+
+
+def flow_version_of(row: Any) -> FlowVersion:
+    return FlowVersion(
+        row.digest,
+        row.name,
+        row.path,
+        row.text,
+        row.git_commit,
+        abs_path=row.abs_path,
+        git_root=row.git_root,
+        repo_path=row.repo_path,
+    )
+
+
+def run_record(row: Any) -> RunRecord:
+    return RunRecord(
+        id=row.id,
+        flow_name=row.flow_name,
+        flow_digest=row.flow_digest,
+        status=row.status,
+        position=row.position,
+        failed_step=row.failed_step,
+        reason=row.reason,
+        error=row.error,
+        input=row.input,
+        steps_run=row.steps_run,
+        llm_calls=row.llm_calls,
+        tokens=row.tokens,
+        cost_usd=row.cost_usd,
+        lease_owner=row.lease_owner,
+        created_at=aware(row.created_at) or now(),
+        updated_at=aware(row.updated_at) or now(),
+        due_at=aware(row.due_at),
+    )
+
+
+# -- statements that write rows ----------------------------------------------------------
+def new_run_row(
+    run_id: str, version: FlowVersion, input_value: Any, first_step: str, owner: str
+) -> dict[str, Any]:
+    """A new run, running at its first step and leased to `owner`."""
+    stamp = now()
+    return {
+        "id": run_id,
+        "flow_name": version.name,
+        "flow_digest": version.digest,
+        "status": "running",
+        "position": first_step,
+        "input": input_value,
+        "steps_run": 0,
+        "llm_calls": 0,
+        "tokens": 0,
+        "cost_usd": 0.0,
+        "lease_owner": owner,
+        "lease_expires": lease_until(stamp),
+        "created_at": stamp,
+        "updated_at": stamp,
+        "failed_step": None,
+        "reason": None,
+        "error": None,
+    }
+
+
+def claimed(record: RunRecord, holder: str | None, owner: str, reopen_at: str | None) -> Any:
+    """The update that leases a run to `owner`, if `holder` still holds it; with
+    `reopen_at`, the run runs again from that step."""
+    stamp = now()
+    values: dict[str, Any] = {
+        "lease_owner": owner,
+        "updated_at": stamp,
+        "lease_expires": lease_until(stamp),
+    }
+    if reopen_at:
+        values.update(status="running", position=reopen_at, reason=None, error=None)
+    return (
+        runs.update()
+        .where(
+            runs.c.id == record.id,
+            runs.c.status == record.status,
+            same(runs.c.lease_owner, holder),
+        )
+        .values(**values)
+    )
+
+
+def started_effect(key: str, run_id: str, step_id: str, tool: str, *, again: bool) -> Any:
+    """The ledger row of an effect about to run: a new one, or a failed one started again."""
+    if not again:
+        return effects.insert().values(
+            key=key, run_id=run_id, step_id=step_id, tool=tool, status="started", started_at=now()
+        )
+    return (
+        effects.update()
+        .where(effects.c.key == key)
+        .values(
+            status="started",
+            run_id=run_id,
+            step_id=step_id,
+            result=None,
+            started_at=now(),
+            finished_at=None,
+        )
+    )
+
+
+def decided(
+    record: RunRecord,
+    status: str,
+    position: str,
+    owner: str | None,
+    checkpoint: Checkpoint | None,
+    due_at: datetime | None,
+) -> Any:
+    """The update that moves a decided run, if it is still as `record` shows it."""
+    stamp = now()
+    return (
+        runs.update()
+        .where(
+            runs.c.id == record.id,
+            runs.c.status == record.status,
+            runs.c.steps_run == record.steps_run,
+            runs.c.lease_owner.is_(None),
+        )
+        .values(
+            status=status,
+            position=position,
+            updated_at=stamp,
+            lease_owner=owner,
+            lease_expires=lease_until(stamp) if owner else None,
+            reason=None if status == "running" else record.reason,
+            due_at=due_at,
+            steps_run=runs.c.steps_run + (1 if checkpoint else 0),
+        )
+    )
