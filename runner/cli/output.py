@@ -69,11 +69,21 @@ def outcome(result: Any, seconds: float, form: str, out: TextIO) -> ExitCode:
 
 
 def timeline(events: list[Any], out: TextIO) -> None:
-    """Events as lines: time since the first, step, what happened."""
+    """Events as lines: time since the first, step, what happened. The same thing
+    happening several times in a row at one step (a policy that fires on every card
+    number) prints once, with a count."""
     start = events[0].at if events else None
+    lines: list[list[Any]] = []  # [offset, step, text, count]
     for event in events:
         offset = (event.at - start).total_seconds() if start else 0.0
-        print(f"  +{offset:8.3f}s  {event.step_id or '-':<16} {event.describe()}", file=out)
+        step, text = event.step_id or "-", event.describe()
+        if lines and lines[-1][1:3] == [step, text]:
+            lines[-1][3] += 1
+            continue
+        lines.append([offset, step, text, 1])
+    for offset, step, text, count in lines:
+        times = f" (x{count})" if count > 1 else ""
+        print(f"  +{offset:8.3f}s  {step:<16} {text}{times}", file=out)
 
 
 def events_json(events: list[Any]) -> list[dict[str, Any]]:

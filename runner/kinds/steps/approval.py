@@ -23,6 +23,7 @@ class ApprovalStep(Step):
     """A person decides; the step's output is the decided values."""
 
     title: str
+    when: str | None  # a person decides only when this is true
     show: Mapping[str, str]
     edit: Mapping[str, Any] | None
     approvers: tuple[str, ...]
@@ -120,6 +121,7 @@ class Approval:
         return ApprovalStep(
             **common,
             title=approval["title"],
+            when=approval.get("when"),
             show=dict(approval.get("show", {})),
             edit=approval.get("edit"),
             approvers=tuple(approval.get("reviewers", ())),
@@ -132,6 +134,8 @@ class Approval:
         assert isinstance(step, ApprovalStep)
         path = (*step.path, "approval")
         checks.template((*path, "title"), step.title, STEP_ROOTS, step=step)
+        if step.when is not None:
+            checks.template((*path, "when"), step.when, STEP_ROOTS, step=step, expression=True)
         for label, text in step.show.items():
             checks.template((*path, "show", label), text, STEP_ROOTS, step=step)
         for name, default in proposed_templates(step.edit).items():
@@ -154,6 +158,8 @@ class Approval:
                 for name, default in proposed_templates(step.edit).items()
             },
         }
+        if step.when is not None and not templates.evaluate(step.when, ctx):
+            return StepResult(Outcome.OK, output["proposed"])  # no one needs to decide
         return StepResult(Outcome.AWAITING_APPROVAL, output, reason=title)
 
 
