@@ -14,12 +14,13 @@ from runner.cli.output import (
     events_json,
     open_store,
     outcome,
-    short,
     table,
     timeline,
 )
 from runner.core.errors import UsageError
 from runner.core.vocabulary import ExitCode, RunStatus
+
+QUEUE_LIMIT = 1000  # runs a queue lists (a list sorted by urgency must see them all)
 
 
 def add_review_commands(commands: Any) -> None:
@@ -27,9 +28,15 @@ def add_review_commands(commands: Any) -> None:
     review = commands.add_parser("review", help="the human review queue (escalated runs)")
     actions = review.add_subparsers(title="actions", metavar="ACTION", required=True)
     _action(
-        actions, "list", "escalated runs waiting for a person", cmd_review_list, run=False
+        actions,
+        "list",
+        "escalated runs waiting for a person, overdue first",
+        cmd_review_list,
+        run=False,
     ).add_argument("--flow", metavar="NAME")
-    _action(actions, "show", "why a run stopped, what it proposes, its audit", cmd_review_show)
+    _action(
+        actions, "show", "why a run stopped, what it proposes, who decides by when", cmd_review_show
+    )
     _add_approve(actions)
     _action(
         actions, "reject", "close the run; nothing more of it runs", cmd_review_reject, who=True
@@ -125,57 +132,21 @@ def _desk(args: argparse.Namespace, *, sweep: bool = True) -> Any:
     return Desk(Engine(open_store(args, expire=sweep)))
 
 
-def _age(moment: datetime) -> str:
-    seconds = max(0, int((datetime.now(UTC) - moment).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def _proposal_json(p: Any) -> dict[str, Any]:
-    return {
-        "run": p.run.id,
-        "flow": p.run.flow_name,
-        "status": p.run.status,
-        "step": p.step_id,
-        "reason": p.run.reason,
-        "score": p.score,
-        "method": p.method,
-        "proposed_step": p.target,
-        "proposed_output": p.content,
-        "content_hash": p.content_hash,
-        "effect_in_doubt": p.effect_key,
-        "error": p.run.error,
-        "input": p.run.input,
-        "updated_at": p.run.updated_at.isoformat(),
-    }
-
-
 def _queue(args: argparse.Namespace, out: TextIO, status: str) -> int:
-    items = _desk(args).queue(status=status, flow=args.flow)
+    from runner.cli import review_show
+
+    items = _desk(args).queue(status=status, flow=args.flow, limit=QUEUE_LIMIT)
+    at = datetime.now(UTC)
+    if status == RunStatus.ESCALATED:
+        items = review_show.waiting_order(items, at)
     if args.format == "json":
-        json.dump([_proposal_json(p) for p in items], out, indent=2, default=str)
+        json.dump([review_show.proposal_json(p) for p in items], out, indent=2, default=str)
         out.write("\n")
         return ExitCode.OK
     if not items:
         print("nothing waiting" if status == RunStatus.ESCALATED else "no failed runs", file=out)
         return ExitCode.OK
-    header = (
-        ("RUN", "FLOW", "STEP", "REASON", "SCORE", "AGE")
-        if status == RunStatus.ESCALATED
-        else ("RUN", "FLOW", "STEP", "ERROR", "AGE")
-    )
-    rows = [header]
-    for p in items:
-        score = "-" if p.score is None else f"{p.score:.2f}"
-        why = short(p.run.reason or "", 60)
-        rows.append(
-            (p.run.id, p.run.flow_name, p.step_id, why, score, _age(p.run.updated_at))
-            if status == RunStatus.ESCALATED
-            else (p.run.id, p.run.flow_name, p.step_id, why, _age(p.run.updated_at))
-        )
-    table(rows, out)
+    table(review_show.queue_rows(items, status, at), out)
     return ExitCode.OK
 
 
@@ -188,57 +159,22 @@ def cmd_dlq_list(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_review_show(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.cli import review_show
+
     desk = _desk(args)
     p = desk.proposal(args.run_id)
     events = desk.store.events(p.run.id)
     if args.format == "json":
-        data = _proposal_json(p)
+        data = review_show.proposal_json(p)
         data["decisions"] = [d.__dict__ for d in desk.store.decisions(p.run.id)]
         data["events"] = events_json(events)
         json.dump(data, out, indent=2, default=str)
         out.write("\n")
         return ExitCode.OK
-    _show_why(p, out)
-    print(f"input    {short(json.dumps(p.run.input, ensure_ascii=False), 300)}", file=out)
-    _show_decide(p, out)
+    review_show.print_proposal(p, events, out)
     print("audit trail:", file=out)
     timeline(events, out)
     return ExitCode.OK
-
-
-def _show_why(p: Any, out: TextIO) -> None:
-    """Where the run stopped and why: its reason, score and any effect in doubt."""
-    age = _age(p.run.updated_at)
-    print(f"run      {p.run.id} ({p.run.flow_name}), {p.run.status} {age} ago", file=out)
-    if p.run.failed_step:
-        print(f"stopped  at {p.step_id}: {p.run.reason or '-'}", file=out)
-    else:
-        print(f"status   {p.run.status}: nothing waits for a decision", file=out)
-    if p.score is not None:
-        print(f"score    {p.score:.3f} ({p.method})", file=out)
-    if p.effect_key:
-        print(
-            f"in doubt effect {p.effect_key} may have happened: approve if it did, "
-            f"retry --from {p.step_id} if it did not",
-            file=out,
-        )
-
-
-def _show_decide(p: Any, out: TextIO) -> None:
-    """What is proposed, and the commands that decide it."""
-    if p.run.status == RunStatus.ESCALATED:
-        shown = json.dumps(p.content, indent=2, ensure_ascii=False)
-        print(f"proposed output of {p.target} (hash {p.content_hash[:12]}):", file=out)
-        print("  " + "\n  ".join(shown.splitlines()[:40]), file=out)
-        print(
-            f"decide   runner review approve {p.run.id} --hash {p.content_hash[:12]}"
-            f" | runner review reject {p.run.id} --reason TEXT",
-            file=out,
-        )
-    elif p.run.status == RunStatus.FAILED:
-        if p.run.error:
-            print(f"error    {short(p.run.error.get('message', ''), 300)}", file=out)
-        print(f"decide   runner dlq retry {p.run.id} | runner dlq drop {p.run.id}", file=out)
 
 
 def cmd_review_approve(args: argparse.Namespace, out: TextIO) -> int:

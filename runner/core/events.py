@@ -155,6 +155,9 @@ class BudgetReached(Event):
     KIND = "budget"
     message: str
 
+    def describe(self) -> str:
+        return self.message
+
 
 @dataclass(frozen=True, kw_only=True)
 class AlertSent(Event):
@@ -216,6 +219,10 @@ class AnswerInvalid(Event):
     repair: int
     problem: str
     answer: str | None = None  # what the model wrote (cut to ANSWER_LIMIT characters)
+
+    def describe(self) -> str:
+        wrote = f": {_short(self.answer, 120)}" if self.answer else ""
+        return f"answer {self.repair + 1} invalid, {self.problem}{wrote}"
 
 
 @dataclass(frozen=True, kw_only=True)

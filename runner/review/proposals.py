@@ -3,6 +3,9 @@
 The proposal of an escalation is the output of the step a person approves: the stopped
 step's own (a gate, an error, an approval step's proposed values), or for a policy check
 the output its text came from (the draft). A switch route proposes nothing to edit.
+Beside it, what the reviewer should see: the findings and scores of the visit that
+stopped the run (not of earlier ones), who may decide, where each decision leads and
+when the review expires.
 """
 
 from __future__ import annotations
@@ -11,10 +14,17 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from runner.core.events import AnswerInvalid, ConfidenceScored, EffectEvent, Event, PolicyFired
+from runner.core.events import (
+    AnswerInvalid,
+    ConfidenceScored,
+    EffectEvent,
+    Event,
+    PolicyFired,
+    StepFinished,
+)
 from runner.core.vocabulary import Outcome, RunStatus
 from runner.lang.compiler import CompiledFlow
 from runner.lang.model import Flow, Step
@@ -40,11 +50,21 @@ class Proposal:
     title: str | None = None  # an approval step's title
     shown: Mapping[str, Any] = field(default_factory=dict)  # an approval step's `show`
     hits: Sequence[PolicyFired] = ()  # the policy findings that stopped the run
-    invalid_answers: Sequence[str] = ()  # what a model wrote that did not fit its schema
+    invalid_answers: Sequence[AnswerInvalid] = ()  # model answers that did not fit
+    on_approved: str | None = None  # where an approval leads (a step or an ending)
+    on_rejected: str | None = None  # where a rejection leads; None: the run is closed
+    on_expired: str | None = None  # where the run goes when its review expires
+    expires_after_seconds: float | None = None  # the review's time limit, if any
 
     @property
     def due_at(self) -> datetime | None:
-        return self.run.due_at
+        """When the review expires: the deadline stored with the run, else (a run that
+        stopped before deadlines were stored) by the flow's time limit."""
+        if self.run.due_at is not None or self.run.status != RunStatus.ESCALATED:
+            return self.run.due_at
+        if self.expires_after_seconds is None:
+            return None
+        return self.run.updated_at + timedelta(seconds=self.expires_after_seconds)
 
 
 def content_hash(value: Any) -> str:
@@ -67,7 +87,8 @@ def build_proposal(store: Store, compiled: CompiledFlow, record: RunRecord) -> P
     target_step = _step(flow, target)
     stored = outputs_of(store, record.id).get(target)
     content = target_step.proposal_of(stored) if target_step is not None else stored
-    events = [e for e in store.events(record.id) if e.step_id == step_id]
+    events = store.events(record.id)
+    visit = last_visit(events, step_id)
     waiting = record.status == RunStatus.ESCALATED
     return Proposal(
         run=record,
@@ -76,13 +97,14 @@ def build_proposal(store: Store, compiled: CompiledFlow, record: RunRecord) -> P
         content=content,
         content_hash=content_hash(content),
         schema=output_schema(flow, target_step),
-        effect_key=_in_doubt(events) if waiting else None,
-        **_score(events),
+        effect_key=_in_doubt(visit) if waiting else None,
+        **_score(visit),
         editable=step.editable if step is not None else True,
         reviewers=step.reviewers() if step is not None else (),
         **_approval(stored if target_step is not None and target == step_id else None),
-        hits=[e for e in events if isinstance(e, PolicyFired)],
-        invalid_answers=_invalid(store.events(record.id), target),
+        hits=[e for e in visit if isinstance(e, PolicyFired)],
+        invalid_answers=_invalid(last_visit(events, target)),
+        **(_routes(compiled, step) if step is not None else {}),
     )
 
 
@@ -90,6 +112,17 @@ def output_schema(flow: Flow, step: Step | None) -> Any:
     """What an approved (or edited) output must fit: the step's output schema."""
     schema = step.output_schema_in(flow) if step is not None else None
     return True if schema is None else schema
+
+
+def last_visit(events: Sequence[Event], step_id: str) -> list[Event]:
+    """The events of a step's latest visit: from after its previous `step` event up
+    to and including its last one (a run retried from a step visits it again)."""
+    mine = [e for e in events if e.step_id == step_id]
+    ends = [i for i, e in enumerate(mine) if isinstance(e, StepFinished)]
+    if not ends:
+        return mine
+    start = ends[-2] + 1 if len(ends) > 1 else 0
+    return mine[start : ends[-1] + 1]
 
 
 def _step(flow: Flow, step_id: str) -> Step | None:
@@ -115,9 +148,27 @@ def _approval(output: Any) -> dict[str, Any]:
     return {"title": output.get("title"), "shown": output.get("show") or {}}
 
 
-def _invalid(events: Sequence[Event], target: str) -> list[str]:
-    return [
-        e.answer
-        for e in events
-        if isinstance(e, AnswerInvalid) and e.step_id == target and e.answer is not None
-    ]
+def _invalid(events: Sequence[Event]) -> list[AnswerInvalid]:
+    return [e for e in events if isinstance(e, AnswerInvalid) and e.answer is not None]
+
+
+def _routes(compiled: CompiledFlow, step: Step) -> dict[str, Any]:
+    """Where approving, rejecting and letting the review expire lead from `step`."""
+    seconds, expired = step.review_expiry(compiled.flow)
+    routes = step.routes()
+    if Outcome.EXPIRED in routes:
+        expired = _route(compiled, step, Outcome.EXPIRED) or expired
+    rejected = _route(compiled, step, Outcome.REJECTED) if Outcome.REJECTED in routes else None
+    return {
+        "on_approved": _route(compiled, step, step.success),
+        "on_rejected": rejected,
+        "on_expired": expired if seconds else None,
+        "expires_after_seconds": seconds or None,
+    }
+
+
+def _route(compiled: CompiledFlow, step: Step, trigger: str) -> str | None:
+    try:
+        return compiled.route(step.id, trigger)
+    except KeyError:
+        return None

@@ -189,6 +189,7 @@ class Desk:
         value = re.sub(r"\d+\.\d ms\)", "<MS> ms)", value)
         value = re.sub(r"\((\d+\.\d\d) s\)", "(<S> s)", value)
         value = re.sub(r"\b\d+[smhd] ago\b", "<AGE> ago", value)
+        value = re.sub(r"\b\d{4}-\d\d-\d\d \d\d:\d\d UTC\b", "<DUE>", value)
         return re.sub(r"(?m) \d+[smhd]$", " <AGE>", value)
 
     def json(self, value: str) -> Any:
@@ -196,7 +197,7 @@ class Desk:
         return self._norm(json.loads(value), None)
 
     def _norm(self, value: Any, key: str | None) -> Any:
-        if key in ("at", "updated_at", "decided_at", "created_at"):
+        if key in ("at", "updated_at", "decided_at", "created_at", "due_at") and value is not None:
             datetime.fromisoformat(value)  # a real time, then a placeholder
             return "<TIME>"
         if key == "ms":
@@ -314,8 +315,8 @@ def test_list_show_and_approve_with_set(desk: Desk) -> None:
     listed = desk.cli("review", "list")
     assert listed.code == 0
     assert desk.text(listed.out) == (
-        f"{'RUN':26}FLOW     STEP   REASON{'':48}SCORE  AGE\n"
-        f"<RUN>  replies  check  {REASON}  -      <AGE>\n"
+        f"{'RUN':26}FLOW     STEP   REASON{'':48}SCORE  DUE     AGE\n"
+        f"<RUN>  replies  check  {REASON}  -      in 59m  <AGE>\n"
     )
     assert desk.text(listed.out).count("\n") == 2  # the completed run is not listed
     assert calm not in listed.out
@@ -333,10 +334,20 @@ def test_list_show_and_approve_with_set(desk: Desk) -> None:
         "proposed_step": "draft",
         "proposed_output": REFUND,
         "content_hash": proposal_hash,
+        "editable": True,
         "effect_in_doubt": None,
+        "hits": [{**FIRED_JSON["data"], "excerpt": "We will refund you today."}],
+        "invalid_answers": [],
+        "reviewers": [],
+        "due_at": "<TIME>",
+        "on_approved": "send",
+        "on_rejected": None,
+        "on_expired": "dead_letter",
         "error": None,
         "input": {"ticket": "refund-1"},
         "updated_at": "<TIME>",
+        "title": None,
+        "shown": {},
     }
     listed = desk.cli("review", "list", "--format", "json")
     assert listed.code == 0
@@ -348,13 +359,20 @@ def test_list_show_and_approve_with_set(desk: Desk) -> None:
         "run      <RUN> (replies), escalated <AGE> ago\n"
         f"stopped  at check: {REASON}\n"
         'input    {"ticket": "refund-1"}\n'
+        'hits     policy no_refund (deny): only billing staff promise refunds: "We will refund '
+        'you today."\n'
         "proposed output of draft (hash fdda591feb92):\n"
         "  {\n"
         '    "reply": "We will refund you today.",\n'
         '    "tone": "warm"\n'
         "  }\n"
-        "decide   runner review approve <RUN> --hash fdda591feb92"
-        " | runner review reject <RUN> --reason TEXT\n"
+        "who      anyone\n"
+        "expires  <DUE> (in 59m) -> dead_letter\n"
+        "decide   runner review approve <RUN> --hash fdda591feb92  continues at send\n"
+        "         runner review reject <RUN> --reason TEXT         closes the run\n"
+        "         runner review retry <RUN> --from draft           runs draft again\n"
+        "edit     to change values, approve with --set PATH=VALUE (repeatable) or --edit FILE\n"
+        "         an edit that still breaks a policy is refused: add --override REASON\n"
         "audit trail:\n" + timeline(*ESCALATED)
     )
     shown = desk.cli("review", "show", run, "--format", "json")
@@ -689,8 +707,8 @@ def test_an_in_doubt_effect_approved_is_done_and_not_sent(desk: Desk) -> None:
     listed = desk.cli("review", "list")
     assert desk.text(listed.out) == (
         f"{'RUN':26}FLOW     STEP  REASON                                                        "
-        "SCORE  AGE\n"
-        f"<RUN>  replies  send  {reason[:57]}...  -      <AGE>\n"
+        "SCORE  DUE     AGE\n"
+        f"<RUN>  replies  send  {reason[:57]}...  -      in 59m  <AGE>\n"
     )
     shown = desk.cli("review", "show", run)
     assert desk.text(shown.out) == (
@@ -699,10 +717,14 @@ def test_an_in_doubt_effect_approved_is_done_and_not_sent(desk: Desk) -> None:
         "in doubt effect send-doubt-1 may have happened: approve if it did, "
         "retry --from send if it did not\n"
         'input    {"ticket": "doubt-1"}\n'
-        "proposed output of send (hash 74234e98afe7):\n"
-        "  null\n"
-        "decide   runner review approve <RUN> --hash 74234e98afe7"
-        " | runner review reject <RUN> --reason TEXT\n"
+        "proposed output of send (hash 74234e98afe7): none was recorded\n"
+        "who      anyone\n"
+        "expires  <DUE> (in 59m) -> dead_letter\n"
+        "decide   runner review approve <RUN> --hash 74234e98afe7  ends at done\n"
+        "         runner review reject <RUN> --reason TEXT         closes the run\n"
+        "         runner review retry <RUN> --from send            runs send again\n"
+        "edit     to give the output it should have, approve with --set PATH=VALUE (repeatable)"
+        " or --edit FILE\n"
         "audit trail:\n"
         + timeline(
             STARTED,
@@ -884,7 +906,17 @@ def test_dlq_list_show_retry_and_drop(desk: Desk) -> None:
         "proposed_step": "draft",
         "proposed_output": None,
         "content_hash": content_hash(None),
+        "editable": True,
         "effect_in_doubt": None,
+        "hits": [],
+        "invalid_answers": [],
+        "reviewers": [],
+        "due_at": None,
+        "on_approved": "check",
+        "on_rejected": None,
+        "on_expired": "dead_letter",
+        "title": None,
+        "shown": {},
         "error": {
             "kind": "exception",
             "message": message,
@@ -918,7 +950,8 @@ def test_dlq_list_show_retry_and_drop(desk: Desk) -> None:
         f"stopped  at draft: {error}\n"
         'input    {"ticket": "boom-1"}\n'
         f"error    {message}\n"
-        "decide   runner dlq retry <RUN> | runner dlq drop <RUN>\n"
+        "decide   runner dlq retry <RUN>  resumes at draft\n"
+        "         runner dlq drop <RUN>   archives the run, keeping its audit trail\n"
         "audit trail:\n" + timeline(*failed_events)
     )
     failed_json = [
