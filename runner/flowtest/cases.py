@@ -3,7 +3,9 @@ the routes the cases exercised.
 
 A test file (`support.test.yaml` beside `support.yaml`) is read and checked like a flow
 (located problems, every one at once). Each case runs on an in-memory store with a
-fake clock: no network, no real sleeping, the same result every time.
+fake clock: no network, no real sleeping, the same result every time. People are
+scripted too: a case's `reviews` decide its run's escalations (`runner.flowtest.reviews`),
+and `runner.flowtest.expect` compares what came of the run with what the case expects.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.core.errors import FlowError, InputError, LLMError, ToolError
-from runner.core.vocabulary import Outcome
+from runner.core.errors import FlowError, InputError, LLMError, Problem, ToolError
+from runner.flowtest.expect import compare, observed
+from runner.flowtest.reviews import ScriptedReview, apply_reviews, parse_reviews, routes_taken
 from runner.kinds.base import Call
 from runner.kinds.registry import TOOL_KINDS
 from runner.lang import schema
@@ -44,6 +47,7 @@ class Case:
     tools: Mapping[str, Sequence[Mapping[str, Any]]]
     expect: Mapping[str, Any]
     fail: Mapping[str, str]
+    reviews: tuple[ScriptedReview, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,13 +62,15 @@ class TestFile:
 
 @dataclass
 class CaseResult:
-    """How a case went: its differences from what was expected (none when it passed)."""
+    """How a case went: its differences from what was expected (none when it passed),
+    the routes it took, and the arguments of every call of each scripted tool."""
 
     file: str
     case: str
     differences: list[str] = field(default_factory=list)
     routes: set[tuple[str, str]] = field(default_factory=set)
     seconds: float = 0.0
+    calls: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -97,46 +103,58 @@ def load_test_file(path: str | Path) -> TestFile:
             c.get("tools", {}),
             c["expect"],
             c.get("fail", {}),
+            parse_reviews(c.get("reviews", [])),
         )
         for i, c in enumerate(data["cases"])
     )
-    problems = _reference_problems(document, compiled, cases)
+    problems = [p for case in cases for p in _reference_problems(document, compiled, case)]
     if problems:
         raise FlowError(problems)
     return TestFile(str(path), compiled, dict(data.get("env", {})), cases)
 
 
-def _reference_problems(
-    document: Document, compiled: CompiledFlow, cases: Sequence[Case]
-) -> list[Any]:
-    """Step ids and tool names in the cases that the flow does not have."""
+def _reference_problems(document: Document, compiled: CompiledFlow, case: Case) -> list[Problem]:
+    """Step ids and tool names in a case that the flow does not have, and reviews that
+    cannot mean anything."""
     steps = [s.id for s in compiled.flow.steps]
     tools = list(compiled.flow.tools)
+    asking = [s.id for s in compiled.flow.steps if s.uses_models]
+    named: list[tuple[tuple[str, ...], Mapping[str, Any], list[str], str]] = [
+        (("llm",), case.llm, asking, "model step"),
+        (("tools",), case.tools, tools, "tool"),
+        (("fail",), case.fail, steps, "step"),
+    ]
+    for part in ("retries", "confidence"):
+        named.append((("expect", part), case.expect.get(part, {}), steps, "step"))
+    named.append((("expect", "effects"), case.expect.get("effects", {}), tools, "tool"))
+    base = ("cases", case.index)
+    problems = [
+        document.problem((*base, *where, name), _no_such(noun, name, known), key=True)
+        for where, mapping, known, noun in named
+        for name in mapping
+        if name not in known
+    ]
+    return problems + _review_problems(document, case, steps)
+
+
+def _review_problems(document: Document, case: Case, steps: list[str]) -> list[Problem]:
+    """A retry from a step the flow does not have; a reviewer named for an expiry."""
     problems = []
-    for case in cases:
-        base = ("cases", case.index)
-        asking = [s.id for s in compiled.flow.steps if s.uses_models]
-        named: list[tuple[tuple[str, ...], Mapping[str, Any], list[str], str]] = [
-            (("llm",), case.llm, asking, "model step"),
-            (("tools",), case.tools, tools, "tool"),
-            (("fail",), case.fail, steps, "step"),
-        ]
-        for part in ("retries", "confidence"):
-            named.append((("expect", part), case.expect.get(part, {}), steps, "step"))
-        named.append((("expect", "effects"), case.expect.get("effects", {}), tools, "tool"))
-        for where, mapping, known, noun in named:
-            for name in mapping:
-                if name not in known:
-                    close = difflib.get_close_matches(name, known, n=1)
-                    hint = f"; did you mean `{close[0]}`?" if close else ""
-                    problems.append(
-                        document.problem(
-                            (*base, *where, name),
-                            f"the flow has no {noun} `{name}`{hint}",
-                            key=True,
-                        )
-                    )
+    for review in case.reviews:
+        where = ("cases", case.index, "reviews", review.index)
+        if review.step is not None and review.step not in steps:
+            message = _no_such("step", review.step, steps)
+            problems.append(document.problem((*where, "retry"), message))
+        if review.action == "expire" and review.by is not None:
+            message = "nobody decides an expiry (the deadline passes): remove `by`"
+            problems.append(document.problem((*where, "by"), message, key=True))
     return problems
+
+
+def _no_such(noun: str, name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean `{close[0]}`?" if close else ""
+    return f"the flow has no {noun} `{name}`{hint}"
 
 
 class ScriptedLLM:
@@ -206,8 +224,10 @@ class ScriptedTool:
         self.results = list(results)
         self.calls = 0
         self.happened = 0  # calls that did (or may have) reached the other side
+        self.received: list[Mapping[str, Any]] = []  # each call's arguments, in order
 
     def __call__(self, call: Call) -> Any:
+        self.received.append(dict(call.args))
         result = self.results[min(self.calls, len(self.results) - 1)]
         self.calls += 1
         if "error" in result:
@@ -225,14 +245,26 @@ class ScriptedTool:
 
 
 def run_case(test: TestFile, case: Case) -> CaseResult:
-    """Run one case offline and compare what happened with what it expects."""
+    """Run one case offline, deciding its reviews as scripted, and compare what happened
+    with what it expects."""
+    started = time.perf_counter()
+    outcome = CaseResult(test.path, case.name, _unscripted(test, case))
+    if outcome.differences:
+        return outcome
+    store = open_store("sqlite://")
+    try:
+        _play(test, case, store, outcome)
+    finally:
+        store.close()
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def _play(test: TestFile, case: Case, store: Store, outcome: CaseResult) -> None:
+    """Run the case on `store` and write what differed, the routes and the calls."""
+    from runner.review.desk import Desk
     from runner.runtime.engine import Engine
 
-    started = time.perf_counter()
-    unscripted = _unscripted(test, case)
-    if unscripted:
-        return CaseResult(test.path, case.name, unscripted)
-    store = open_store("sqlite://")
     llm = ScriptedLLM(case.llm)
     tools = {name: ScriptedTool(results) for name, results in case.tools.items()}
     engine = Engine(
@@ -244,21 +276,20 @@ def run_case(test: TestFile, case: Case) -> CaseResult:
         tools=tools,
         faults=case.fail,
     )
-    outcome = CaseResult(test.path, case.name)
     try:
         result = engine.start(test.compiled, case.input)
     except InputError as exc:
         outcome.differences.append(f"the input was refused: {exc}")
-        return outcome
-    actual = _actual(store, result.run_id, tools, test.compiled)
-    outcome.routes = {(c.step_id, c.outcome) for c in store.checkpoints(result.run_id)}
-    outcome.differences = compare(case.expect, actual)
+        return
+    result, refusals = apply_reviews(Desk(engine), result, case.reviews)
+    flow = test.compiled.flow
+    effects = {name: tool.happened for name, tool in tools.items() if flow.tools[name].effect}
+    outcome.differences = refusals + compare(case.expect, observed(store, result.run_id, effects))
     outcome.differences += [
         f"the script ran out of model answers for step {s}" for s in dict.fromkeys(llm.exhausted)
     ]
-    outcome.seconds = time.perf_counter() - started
-    store.close()
-    return outcome
+    outcome.routes = routes_taken(store, result.run_id, flow)
+    outcome.calls = {name: tool.received for name, tool in tools.items()}
 
 
 def _unscripted(test: TestFile, case: Case) -> list[str]:
@@ -272,86 +303,6 @@ def _unscripted(test: TestFile, case: Case) -> list[str]:
         for name, tool in tools.items()
         if name not in case.tools and (tool.effect or TOOL_KINDS[tool.kind].calls_out)
     ]
-
-
-def _actual(
-    store: Store, run_id: str, tools: Mapping[str, ScriptedTool], compiled: CompiledFlow
-) -> dict[str, Any]:
-    record = store.run(run_id)
-    checkpoints = store.checkpoints(run_id)
-    events = store.events(run_id)
-    retries: dict[str, int] = {}
-    confidence: dict[str, float] = {}
-    for event in events:
-        if event.kind == "attempt_failed" and event.data.get("wait") is not None:
-            retries[event.step_id or ""] = retries.get(event.step_id or "", 0) + 1
-        if event.kind == "confidence" and event.data.get("score") is not None:
-            confidence[event.step_id or ""] = round(float(event.data["score"]), 3)
-    effects = {
-        name: tool.happened for name, tool in tools.items() if compiled.flow.tools[name].effect
-    }
-    outputs = {c.step_id: c.output for c in checkpoints if c.outcome != Outcome.ERROR}
-    return {
-        "status": record.status,
-        "ending": record.position,
-        "stopped_at": record.failed_step,
-        "steps": [c.step_id for c in checkpoints],
-        "retries": retries,
-        "effects": effects,
-        "outputs": outputs,
-        "reason": record.reason or "",
-        "confidence": confidence,
-    }
-
-
-def compare(expect: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]:
-    """Each difference between what a case expects and what happened, readably."""
-    found: list[str] = []
-    for key in ("status", "ending", "stopped_at"):
-        if key in expect and expect[key] != actual[key]:
-            got = "nothing" if actual[key] is None else actual[key]
-            found.append(
-                f"{key}: expected {expect[key]}, got {got}"
-                + (f" (reason: {actual['reason']})" if actual["reason"] else "")
-            )
-    if "steps" in expect and list(expect["steps"]) != actual["steps"]:
-        diff = difflib.ndiff(list(expect["steps"]), actual["steps"])
-        found.append(
-            "steps (- expected, + actual):\n"
-            + "\n".join("    " + line for line in diff if not line.startswith("?"))
-        )
-    if "reason" in expect and expect["reason"] not in actual["reason"]:
-        found.append(
-            f"reason: expected it to contain {expect['reason']!r}, got {actual['reason']!r}"
-        )
-    for key in ("retries", "effects"):
-        for name, count in expect.get(key, {}).items():
-            got = actual[key].get(name, 0)
-            if got != count:
-                found.append(f"{key}.{name}: expected {count}, got {got}")
-    for name, score in expect.get("confidence", {}).items():
-        got = actual["confidence"].get(name)
-        if got is None or abs(got - score) > 0.0005:
-            found.append(f"confidence.{name}: expected {score}, got {got}")
-    for path, value in expect.get("outputs", {}).items():
-        got = _dig(actual["outputs"], path)
-        if got != value:
-            found.append(
-                f"outputs.{path}: expected {json.dumps(value)}, got {json.dumps(got, default=str)}"
-            )
-    return found
-
-
-def _dig(outputs: Mapping[str, Any], path: str) -> Any:
-    node: Any = outputs
-    for part in path.split("."):
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, Mapping) and part in node:
-            node = node[part]
-        else:
-            return None
-    return node
 
 
 def coverage(compiled: CompiledFlow, exercised: set[tuple[str, str]]) -> tuple[int, list[str]]:
