@@ -43,19 +43,37 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`runner runs | head`): not our bug
         sys.stderr.close()
         return ExitCode.FAILED
-    except KeyboardInterrupt:
-        print("runner: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        print(_interrupted(stop, args), file=sys.stderr)
         return ExitCode.INTERRUPTED
     except Exception:
-        return _internal_error()
+        return _internal_error(args)
 
 
-def _internal_error() -> int:
+def _interrupted(stop: KeyboardInterrupt, args: argparse.Namespace) -> str:
+    """What Ctrl-C stopped and how to go on: a run (runtime.engine.RunInterrupted) stays
+    at its last checkpoint, for `runner resume`."""
+    run_id, position = getattr(stop, "run_id", None), getattr(stop, "position", None)
+    if run_id is None:
+        return "runner: interrupted"
+    from runner.store.engines import safe_url
+
+    db = getattr(args, "db", None)
+    again = f"runner resume {run_id}" + (f" --db {safe_url(db)}" if isinstance(db, str) else "")
+    return f"runner: interrupted run {run_id} at step {position}; continue it with: {again}"
+
+
+def _internal_error(args: argparse.Namespace) -> int:
+    """Say it is a bug and where the traceback went: beside the store the command
+    uses, without the secrets of the flow it names (runner.core.crashes)."""
     kind = sys.exc_info()[0]
     name = kind.__name__ if kind else "error"
+    db, flow = getattr(args, "db", None), getattr(args, "flow", None)
+    report = crash_report(
+        db if isinstance(db, str) else None, flow if isinstance(flow, str) else None
+    )
     print(
-        f"runner: internal error ({name}); this is a bug in runner. "
-        f"The traceback is in {crash_report()}",
+        f"runner: internal error ({name}); this is a bug in runner. The traceback is in {report}",
         file=sys.stderr,
     )
     return ExitCode.INTERNAL

@@ -23,13 +23,15 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json"), default="text")
 
 
-def open_store(args: argparse.Namespace, *, expire: bool = True) -> Any:
-    """The run store `--db` (or RUNNER_DB, or the default) names. Reviews that are
-    overdue take their expiry route first: no one has to run `runner review expire`."""
+def open_store(args: argparse.Namespace, *, expire: bool = True, create: bool = False) -> Any:
+    """The run store `--db` (or RUNNER_DB, or the default) names. Only commands that
+    start runs `create` it; for the others a store that is not there is a StoreError
+    that says where they looked. Reviews that are overdue take their expiry route
+    first: no one has to run `runner review expire`."""
     from runner.store import open_store as open_at
     from runner.store.sql import store_url
 
-    store = open_at(store_url(args.db))
+    store = open_at(store_url(args.db), create=create)
     if expire:
         _expire_due(store)
     return store

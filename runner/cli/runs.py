@@ -21,7 +21,7 @@ from runner.cli.output import (
     timeline,
     when,
 )
-from runner.core.errors import UsageError
+from runner.core.errors import RunnerError, UsageError
 from runner.core.vocabulary import ExitCode, RunStatus
 
 
@@ -55,7 +55,12 @@ def add_run_commands(commands: Any) -> None:
 def _add_reading_commands(commands: Any) -> None:
     """resume, runs and show: the commands that take a run already in the store."""
     resume = commands.add_parser("resume", help="continue an interrupted or failed run")
-    resume.add_argument("run_id", metavar="RUN")
+    resume.add_argument("run_id", metavar="RUN", nargs="?")
+    resume.add_argument(
+        "--all-interrupted",
+        action="store_true",
+        help="continue every interrupted run (one whose process stopped), oldest first",
+    )
     resume.add_argument(
         "--from",
         dest="from_step",
@@ -82,14 +87,25 @@ def _add_reading_commands(commands: Any) -> None:
 
 
 def _read_input(source: str) -> Any:
+    """The input's JSON value; InputError for input no store keeps as it is."""
+    from runner.runtime.inputs import parse_input
+
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        data = _stdin_bytes() if source == "-" else Path(source).read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read input {source}: {exc.strerror}") from exc
     try:
-        return json.loads(text)
+        return parse_input(data)
     except json.JSONDecodeError as exc:
         raise UsageError(f"input {source} is not JSON: {exc}") from exc
+
+
+def _stdin_bytes() -> bytes:
+    """Standard input as it came: its bytes, decoded by parse_input, not by the locale."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is not None:
+        return bytes(buffer.read())
+    return sys.stdin.read().encode("utf-8", "surrogatepass")  # a text stream (tests)
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
@@ -101,7 +117,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         os.environ.get("RUNNER_MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES)
     )
     started = time.perf_counter()
-    engine = Engine(open_store(args), max_input_bytes=limit)
+    engine = Engine(open_store(args, create=True), max_input_bytes=limit)
     if args.inputs:
         return _batch(engine, compiled, args, out)
     result = engine.start(compiled, _read_input(args.input))
@@ -111,23 +127,17 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 def _batch(engine: Any, compiled: Any, args: argparse.Namespace, out: TextIO) -> int:
     from runner.runtime.batch import read_lines, run_batch
 
-    inputs = list(read_lines(args.inputs))
+    lines = read_lines(args.inputs)
     started = time.perf_counter()
-    progress = _Progress(len(inputs)) if sys.stderr.isatty() and args.format == "text" else None
+    progress = _Progress(len(lines)) if sys.stderr.isatty() and args.format == "text" else None
 
     def done(item: Any) -> None:
         if args.format == "text":
-            where = f" at {item.at}" if item.at else ""
-            why = f": {short(item.reason, 100)}" if item.reason else ""
-            print(
-                f"line {item.line}: {item.run_id or '-'} {item.status}{where}{why}",
-                file=out,
-                flush=True,
-            )
+            print(_batch_line(item), file=out, flush=True)
         if progress:
             progress.advance()
 
-    items = run_batch(engine, compiled, inputs, args.concurrency, done)
+    items = run_batch(engine, compiled, args.inputs, lines, args.concurrency, done)
     if progress:
         progress.stop()
     counts: dict[str, int] = {}
@@ -138,10 +148,31 @@ def _batch(engine: Any, compiled: Any, args: argparse.Namespace, out: TextIO) ->
         out.write("\n")
     else:
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        print(f"{len(items)} runs: {summary} ({time.perf_counter() - started:.1f} s)", file=out)
+        seconds = time.perf_counter() - started
+        print(f"{len(items)} runs: {summary}; {_origins(items)} ({seconds:.1f} s)", file=out)
     if any(s in counts for s in ("failed", "refused", "error", "rejected")):
         return ExitCode.FAILED
     return ExitCode.ESCALATED if "escalated" in counts else ExitCode.OK
+
+
+_ORIGIN_NOTES = {"resumed": " (resumed)", "finished": " (already finished)"}
+
+
+def _batch_line(item: Any) -> str:
+    """`line 3: RUN escalated (resumed) at STEP: reason`."""
+    note = _ORIGIN_NOTES.get(item.origin or "", "")
+    where = f" at {item.at}" if item.at else ""
+    why = f": {short(item.reason, 100)}" if item.reason else ""
+    return f"line {item.line}: {item.run_id or '-'} {item.status}{note}{where}{why}"
+
+
+def _origins(items: list[Any]) -> str:
+    """How the batch's runs came about: `2 already finished, 1 resumed, 3 started`."""
+    finished, resumed, started = (
+        sum(item.origin == origin for item in items)
+        for origin in ("finished", "resumed", "started")
+    )
+    return f"{finished} already finished, {resumed} resumed, {started} started"
 
 
 class _Progress:
@@ -164,26 +195,74 @@ class _Progress:
 def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
     from runner.runtime.engine import Engine
 
+    if args.all_interrupted and (args.run_id or args.from_step):
+        raise UsageError("--all-interrupted continues every interrupted run: give no RUN or --from")
+    if not args.all_interrupted and not args.run_id:
+        raise UsageError("give the RUN to resume, or --all-interrupted")
+    if args.all_interrupted:
+        return _resume_interrupted(Engine(open_store(args)), args.format, out)
     started = time.perf_counter()
     result = Engine(open_store(args)).resume(args.run_id, from_step=args.from_step)
     return outcome(result, time.perf_counter() - started, args.format, out)
 
 
+def _resume_interrupted(engine: Any, form: str, out: TextIO) -> int:
+    """Continue each interrupted run, oldest first: a line (or a JSON object) per run
+    with where it ended. One that cannot be continued does not stop the others."""
+    from runner.store.leases import interrupted
+
+    found = [r for r in engine.store.list_runs(status="running", limit=10**6) if interrupted(r)]
+    ended: list[dict[str, Any]] = []
+    for record in reversed(found):
+        ended.append(_resume_one(engine, record.id))
+        if form == "text":
+            print(_ended_line(ended[-1]), file=out, flush=True)
+    if form == "json":
+        json.dump(ended, out, indent=2)
+        out.write("\n")
+    elif not ended:
+        print("no interrupted runs", file=out)
+    statuses = {e["status"] for e in ended}
+    if statuses & {"failed", "rejected", "error"}:
+        return ExitCode.FAILED
+    return ExitCode.ESCALATED if "escalated" in statuses else ExitCode.OK
+
+
+def _resume_one(engine: Any, run_id: str) -> dict[str, Any]:
+    """Continue one interrupted run: where it ended, or why it could not go on."""
+    try:
+        result = engine.resume(run_id)
+    except RunnerError as exc:  # taken by another process meanwhile, its flow gone...
+        return {"run": run_id, "status": "error", "at": None, "reason": str(exc)}
+    stopped = engine.store.run(run_id).failed_step
+    return {"run": run_id, "status": result.status, "at": stopped, "reason": result.reason}
+
+
+def _ended_line(ended: dict[str, Any]) -> str:
+    """`run RUN escalated at STEP: reason`."""
+    where = f" at {ended['at']}" if ended["at"] else ""
+    why = f": {short(ended['reason'], 100)}" if ended["reason"] else ""
+    return f"run {ended['run']} {ended['status']}{where}{why}"
+
+
 def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.store.leases import interrupted
+
     records = open_store(args).list_runs(status=args.status, flow=args.flow, limit=args.limit)
     if args.format == "json":
-        json.dump([run_json(r) for r in records], out, indent=2)
+        json.dump([{**run_json(r), "interrupted": interrupted(r)} for r in records], out, indent=2)
         out.write("\n")
         return ExitCode.OK
     if not records:
         print("no runs", file=out)
         return ExitCode.OK
+    stopped = sum(interrupted(r) for r in records)
     rows = [("RUN", "FLOW", "STATUS", "AT", "STEPS", "UPDATED", "REASON")]
     rows += [
         (
             r.id,
             r.flow_name,
-            r.status,
+            "interrupted" if interrupted(r) else r.status,  # shown so; stored as running
             r.failed_step or r.position,
             str(r.steps_run),
             when(r.updated_at),
@@ -192,6 +271,12 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
         for r in records
     ]
     table(rows, out)
+    if stopped:
+        print(
+            f"{stopped} interrupted (no process runs {'it' if stopped == 1 else 'them'}): "
+            "continue with `runner resume RUN`, or `runner resume --all-interrupted`",
+            file=out,
+        )
     return ExitCode.OK
 
 

@@ -120,14 +120,16 @@ class BudgetExceededError(StepError):
         super().__init__(message, ErrorKind.BUDGET_EXCEEDED)
 
 
-def crash_report() -> str:
+def crash_report(db_url: str | None = None, flow_file: str | None = None) -> str:
     """Write the exception being handled to a file and return its path: an internal
-    error says it is a bug and where its traceback is, instead of showing it."""
-    import tempfile
+    error says it is a bug and where its traceback is, instead of showing it.
+
+    The report goes beside the store at `db_url` (else RUNNER_DB, else the default
+    store: `.runner/crashes/`), the newest 20 are kept, and secrets are taken out: those
+    `flow_file` reads and every environment variable whose name looks secret (see
+    runner.core.crashes)."""
     import traceback
 
-    with tempfile.NamedTemporaryFile(
-        "w", prefix="runner-crash-", suffix=".txt", delete=False
-    ) as report:
-        traceback.print_exc(file=report)
-    return report.name
+    from runner.core import crashes
+
+    return str(crashes.write(traceback.format_exc(), db_url, flow_file))

@@ -11,6 +11,9 @@ from typing import Any
 from runner.core.vocabulary import Ending
 from runner.kinds.registry import POLICY_KINDS, STEP_KINDS, TOOL_KINDS
 from runner.lang.model import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_MAX_RETRY_WAIT,
+    DEFAULT_MAX_STEPS,
     DEFAULT_MODEL_TIMEOUT,
     DEFAULT_TOOL_TIMEOUT,
     Budget,
@@ -31,36 +34,46 @@ def build_flow(document: Document) -> Flow:
     data = document.data
     flow_error = data.get("on_error")
     ids = [s["id"] for s in data["steps"]]
+    ceiling = data.get("max_retry_wait_seconds", DEFAULT_MAX_RETRY_WAIT)
     return Flow(
         name=data["name"],
         description=data.get("description"),
         input_schema=data.get("input", True),
-        models={n: _model(n, raw) for n, raw in data.get("models", {}).items()},
-        tools={n: _tool(n, raw) for n, raw in data.get("tools", {}).items()},
+        models={n: _model(n, raw, ceiling) for n, raw in data.get("models", {}).items()},
+        tools={n: _tool(n, raw, ceiling) for n, raw in data.get("tools", {}).items()},
         policies={n: _policy(n, raw) for n, raw in data.get("policies", {}).items()},
-        steps=tuple(_step(raw, i, ids, flow_error) for i, raw in enumerate(data["steps"])),
+        steps=tuple(_step(raw, i, ids, flow_error, ceiling) for i, raw in enumerate(data["steps"])),
         on_error=flow_error,
         budget=Budget(**data["budget"]) if "budget" in data else None,
         review=ReviewPolicy(**data["review"]) if "review" in data else None,
         notify=_notify(data["notify"]) if "notify" in data else None,
+        max_steps=data.get("max_steps", DEFAULT_MAX_STEPS),
         document=document,
         digest=hashlib.sha256(document.text.encode("utf-8")).hexdigest(),
     )
 
 
-def retry_policy(raw: int | Mapping[str, Any] | None, default: RetryPolicy) -> RetryPolicy:
-    """Expand `retry: 3` or a partial mapping over `default`."""
+def retry_policy(
+    raw: int | Mapping[str, Any] | None, default: RetryPolicy, ceiling: float | None = None
+) -> RetryPolicy:
+    """Expand `retry: 3` or a partial mapping over `default`; no wait is longer than the
+    flow's `ceiling` (`max_retry_wait_seconds`)."""
     if raw is None:
-        return default
-    if isinstance(raw, int):
-        return RetryPolicy(**{**default.__dict__, "max_attempts": raw})
-    given = {k: tuple(v) if k == "retry_on" else v for k, v in raw.items()}
-    return RetryPolicy(**{**default.__dict__, **given})
+        fields = dict(default.__dict__)
+    elif isinstance(raw, int):
+        fields = {**default.__dict__, "max_attempts": raw}
+    else:
+        given = {k: tuple(v) if k == "retry_on" else v for k, v in raw.items()}
+        fields = {**default.__dict__, **given}
+    if ceiling is not None:
+        fields["max_interval_seconds"] = min(fields["max_interval_seconds"], ceiling)
+    return RetryPolicy(**fields)
 
 
-def _model(name: str, raw: str | Mapping[str, Any]) -> Model:
+def _model(name: str, raw: str | Mapping[str, Any], ceiling: float) -> Model:
     if isinstance(raw, str):
-        return Model(name=name, model=raw, path=("models", name))
+        retry = retry_policy(None, RetryPolicy(), ceiling)
+        return Model(name=name, model=raw, retry=retry, path=("models", name))
     return Model(
         name=name,
         model=raw["model"],
@@ -68,13 +81,13 @@ def _model(name: str, raw: str | Mapping[str, Any]) -> Model:
         temperature=raw.get("temperature"),
         max_tokens=raw.get("max_tokens"),
         timeout_seconds=raw.get("timeout_seconds", DEFAULT_MODEL_TIMEOUT),
-        retry=retry_policy(raw.get("retry"), RetryPolicy()),
+        retry=retry_policy(raw.get("retry"), RetryPolicy(), ceiling),
         fallbacks=tuple(raw.get("fallbacks", ())),
         path=("models", name),
     )
 
 
-def _tool(name: str, raw: Mapping[str, Any]) -> Tool:
+def _tool(name: str, raw: Mapping[str, Any], ceiling: float) -> Tool:
     kind = next(k for k in TOOL_KINDS if k in raw)
     return Tool(
         name=name,
@@ -87,8 +100,9 @@ def _tool(name: str, raw: Mapping[str, Any]) -> Tool:
         idempotent=raw.get("idempotent", False),
         idempotency_key=raw.get("idempotency_key"),
         timeout_seconds=raw.get("timeout_seconds", DEFAULT_TOOL_TIMEOUT),
-        retry=retry_policy(raw.get("retry"), RetryPolicy()),
+        retry=retry_policy(raw.get("retry"), RetryPolicy(), ceiling),
         path=("tools", name),
+        max_output_bytes=raw.get("max_output_bytes", DEFAULT_MAX_OUTPUT_BYTES),
     )
 
 
@@ -101,7 +115,9 @@ def _policy(name: str, raw: Mapping[str, Any]) -> Policy:
     )
 
 
-def _step(raw: Mapping[str, Any], index: int, ids: list[str], flow_error: str | None) -> Step:
+def _step(
+    raw: Mapping[str, Any], index: int, ids: list[str], flow_error: str | None, ceiling: float
+) -> Step:
     following = ids[index + 1] if index + 1 < len(ids) else Ending.DONE.value
     common: dict[str, Any] = {
         "id": raw["id"],
@@ -110,7 +126,7 @@ def _step(raw: Mapping[str, Any], index: int, ids: list[str], flow_error: str | 
         "next": raw.get("next", following),
         "on_error": raw.get("on_error", flow_error),
         "description": raw.get("description"),
-        "retry": retry_policy(raw["retry"], RetryPolicy()) if "retry" in raw else None,
+        "retry": retry_policy(raw["retry"], RetryPolicy(), ceiling) if "retry" in raw else None,
         "timeout_seconds": raw.get("timeout_seconds"),
     }
     kind = next(k for k in STEP_KINDS if k in raw)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from runner.core import templates
+from runner.core.env_reads import MAPPING_NAMES, EnvRead, environment_reads
 from runner.core.errors import Problem
 from runner.core.vocabulary import ENDINGS, Ending, Outcome
 from runner.kinds.registry import POLICY_KINDS, STEP_KINDS, TOOL_KINDS
@@ -237,6 +238,10 @@ class Checker:
             message = self.reference(ref, roots, step)
             if message:
                 self.add(path, message)
+        for read in environment_reads(tree):
+            message = _environment_read(read) if read.root in roots else None
+            if message:
+                self.add(path, message)
 
     def reference(
         self, ref: templates.Reference, roots: tuple[str, ...], step: Step | None
@@ -301,6 +306,26 @@ class Checker:
         if id(schema) not in self.valid:
             self.valid[id(schema)] = not schema_problems(schema)
         return schema if self.valid[id(schema)] else None
+
+
+def _environment_read(read: EnvRead) -> str | None:
+    """A message if a template reads the environment other than one variable by literal
+    name, or changes a secret on its way out (runner.core.env_reads says why)."""
+    what = "environment variables" if read.root == "env" else "secrets"
+    if read.name is None:
+        return f"read {what} by name: `{read.root}.NAME`"
+    if read.name in MAPPING_NAMES:
+        return (
+            f"`{read.root}.{read.name}` cannot be read: `{read.name}` names a method of "
+            "the environment, not a variable; rename the variable"
+        )
+    if read.root == "secret" and read.altered_by:
+        return (
+            f"`secret.{read.name}` goes through {read.altered_by} here: a secret may only "
+            "be inserted as it is (alone, or joined with `~`), so that runner can "
+            "recognise it and keep it out of what it stores"
+        )
+    return None
 
 
 def _schema_field(schema: Any, chain: tuple[str | int, ...], name: str) -> str | None:

@@ -23,6 +23,9 @@ DEFAULT_TOOL_TIMEOUT = 30.0
 DEFAULT_MODEL_TIMEOUT = 60.0
 DEFAULT_REPAIRS = 2
 DEFAULT_MAX_TURNS = 8
+DEFAULT_MAX_STEPS = 200
+DEFAULT_MAX_RETRY_WAIT = 60.0
+DEFAULT_MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +73,7 @@ class Tool:
     timeout_seconds: float
     retry: RetryPolicy
     path: Path_
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,6 +241,7 @@ class Flow:
     budget: Budget | None = None
     review: ReviewPolicy | None = None
     notify: Notify | None = None
+    max_steps: int = DEFAULT_MAX_STEPS  # steps one run may take; past them, the budget route
     document: Document = field(repr=False)
     digest: str
 

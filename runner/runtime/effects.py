@@ -3,19 +3,27 @@ under its policy, and effects (`effect: true`) through the effect ledger.
 
 Effect protocol: the key is the tool's rendered `idempotency_key` (else one per run and
 step). A key the ledger has `done` is not called again: its result is reused. Otherwise
-a `started` row is committed before the call and `done` is written with the step's
-checkpoint. A key left `started` (a crash during the call) is in doubt: a person looks,
-unless the tool is `idempotent` (then it is sent again with the same key). A
-non-idempotent effect is never retried after a failure that may have reached the other
-side.
+the call is made ready first (the client made, an http request built: what can fail
+before anything is sent fails then), a `started` row is committed, the call is sent, and
+`done` is written with the step's checkpoint. A key left `started` (a crash during the
+call) is in doubt: a person looks, unless the tool is `idempotent` (then it is sent again
+with the same key). A non-idempotent effect is never retried after a failure that may
+have reached the other side (a timeout once sent, a dropped connection, a 5xx, output
+that cannot be kept); a failure before anything was sent (a refused connection) is
+retried and never in doubt.
+
+Output is checked before it is kept: what no store keeps as it is, or more than the
+tool's `max_output_bytes` as JSON, is an `invalid_output` error.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from runner.core import templates
 from runner.core.errors import Attempt, RetriesExhaustedError, StepError, ToolError
@@ -26,8 +34,19 @@ from runner.kinds.registry import TOOL_KINDS
 from runner.lang.compiler import CompiledFlow
 from runner.lang.model import Step, Tool
 from runner.lang.schema import instance_problems
+from runner.runtime.inputs import storage_problems
 from runner.runtime.retry import Clock, Retrier
 from runner.store.base import Store
+
+Send = Callable[[], Any]  # one attempt of a prepared call
+
+
+@runtime_checkable
+class Preparing(Protocol):
+    """A tool client that makes a call ready before sending it (an http request built),
+    so that an effect's ledger says `started` only when all that is left is to send."""
+
+    def prepare(self, call: Call) -> Send: ...
 
 
 class ToolCaller:
@@ -76,20 +95,38 @@ class ToolCaller:
                 else default_key
             )
         call = Call(args, step.timeout_seconds or tool.timeout_seconds, key, request)
+        send = self.prepared(compiled, tool, call)  # before the ledger says `started`
         if key is not None:
-            return self._effect(compiled, step, tool, call, run_id, key)
-        output, attempts = self.call(compiled, step, tool, call)
+            return self._effect(step, tool, send, run_id, key)
+        output, attempts = self.send(step, tool, send)
         return StepResult(Outcome.OK, output, len(attempts) + 1, attempt_events(step, attempts))
 
     def call(
         self, compiled: CompiledFlow, step: Step, tool: Tool, call: Call, *, effect: bool = False
     ) -> tuple[Any, list[Attempt]]:
         """The tool's output under its retry policy, and the attempts that failed."""
+        return self.send(step, tool, self.prepared(compiled, tool, call), effect=effect)
+
+    def prepared(self, compiled: CompiledFlow, tool: Tool, call: Call) -> Send:
+        """The call ready to send: whatever can fail before it is sent fails here."""
         client = self.client(compiled, tool)
+        if not isinstance(client, Preparing):
+            return functools.partial(client, call)
+        try:
+            return client.prepare(call)
+        except StepError as exc:  # told like a call that failed once: nothing was sent
+            raise RetriesExhaustedError([Attempt(1, exc.kind, str(exc), None)], exc) from exc
+
+    def send(
+        self, step: Step, tool: Tool, send: Send, *, effect: bool = False
+    ) -> tuple[Any, list[Attempt]]:
+        """A prepared call's output under the tool's retry policy, and the attempts that
+        failed."""
         failed: list[Attempt] = []
 
         def attempt() -> Any:
-            value = client(call)
+            value = send()
+            check_output(tool, value)
             problems = instance_problems(tool.output_schema, value)
             if problems:
                 raise ToolError(
@@ -106,10 +143,7 @@ class ToolCaller:
         retrier = Retrier(step.retry or tool.retry, self.clock, self.rng, retryable, failed.append)
         return retrier.call(attempt), failed
 
-    def _effect(
-        self, compiled: CompiledFlow, step: Step, tool: Tool, call: Call, run_id: str, key: str
-    ) -> StepResult:
-        self.client(compiled, tool)  # ready before the ledger says `started`
+    def _effect(self, step: Step, tool: Tool, send: Send, run_id: str, key: str) -> StepResult:
         existing = self.store.start_effect(key, run_id, step.id, tool.name)
         if existing is not None and existing.status == EffectStatus.DONE:
             event = EffectEvent(
@@ -119,7 +153,7 @@ class ToolCaller:
         if existing is not None and not tool.idempotent:
             return in_doubt(step, key, "a previous attempt started and never finished")
         try:
-            output, attempts = self.call(compiled, step, tool, call, effect=True)
+            output, attempts = self.send(step, tool, send, effect=True)
         except RetriesExhaustedError as exc:
             if isinstance(exc.last, ToolError) and exc.last.maybe_sent and not tool.idempotent:
                 return in_doubt(step, key, str(exc.last), attempt_events(step, exc.attempts))
@@ -145,6 +179,26 @@ class ToolCaller:
                 http_transport=self.http_transport,
             )
         return self._clients[cache_key]
+
+
+def check_output(tool: Tool, value: Any) -> None:
+    """Refuse output no store keeps as it is, or larger than the tool's
+    `max_output_bytes` as JSON. The call returned: an effect happened (`maybe_sent`)."""
+    problems = storage_problems(value, "output")
+    if problems:
+        raise ToolError(
+            "output cannot be stored as it is: " + "; ".join(problems[:5]),
+            ErrorKind.INVALID_OUTPUT,
+            maybe_sent=True,
+        )
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if size > tool.max_output_bytes:
+        raise ToolError(
+            f"the output is {size:,} bytes of JSON, more than max_output_bytes "
+            f"({tool.max_output_bytes:,})",
+            ErrorKind.INVALID_OUTPUT,
+            maybe_sent=True,
+        )
 
 
 def in_doubt(step: Step, key: str, why: str, events: list[Event] | None = None) -> StepResult:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from runner.core.errors import (
     BudgetExceededError,
+    InputError,
     RetriesExhaustedError,
     StepError,
     StoreError,
@@ -33,20 +34,28 @@ from runner.core.vocabulary import ENDINGS, STOPS, Ending, ErrorKind, Outcome, R
 from runner.kinds.base import StepResult, ToolCall, attempts_of, failure
 from runner.kinds.registry import STEP_KINDS
 from runner.lang.compiler import CompiledFlow, machine_position
-from runner.lang.model import Step
+from runner.lang.model import Flow, Step
 from runner.runtime.effects import ToolCaller
 from runner.runtime.inputs import DEFAULT_MAX_INPUT_BYTES, check_input, new_run_id
 from runner.runtime.locate import load_pinned
-from runner.runtime.redact import redactor
+from runner.runtime.redact import check_environment, redactor
 from runner.runtime.retry import Clock, Retrier, SystemClock
 from runner.runtime.session import Session, Usage
 from runner.runtime.versions import flow_version
 from runner.runtime.visit import Environment, RunState, Visit
 from runner.store.base import Store
-from runner.store.leases import owner_id
+from runner.store.leases import Heartbeat, owner_id
 from runner.store.records import Checkpoint, FlowVersion, StepCommit
 
-__all__ = ["DEFAULT_MAX_INPUT_BYTES", "Engine", "RunHook", "RunResult", "check_input", "new_run_id"]
+__all__ = [
+    "DEFAULT_MAX_INPUT_BYTES",
+    "Engine",
+    "RunHook",
+    "RunInterrupted",
+    "RunResult",
+    "check_input",
+    "new_run_id",
+]
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,16 @@ class RunResult:
     error: Any = None
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run. It stays at its last checkpoint, `position`, with its lease
+    given up, for `runner resume` to continue."""
+
+    def __init__(self, run_id: str, position: str) -> None:
+        super().__init__(run_id, position)
+        self.run_id = run_id
+        self.position = position
+
+
 class RunHook(Protocol):
     """Work after a run stops (an alert, a metric): never part of the run's state."""
 
@@ -70,7 +89,8 @@ class RunHook(Protocol):
 
 class Engine:
     """Starts and resumes runs against one store. Safe to share between threads: the
-    only per-engine state is caches of compiled flows and tool clients."""
+    only per-engine state is caches of compiled flows and tool clients, and the
+    heartbeat that keeps the leases of running steps."""
 
     def __init__(
         self,
@@ -104,6 +124,7 @@ class Engine:
         self._flows: dict[str, CompiledFlow] = {}
         self._versions: dict[str, FlowVersion] = {}
         self._redactors: dict[str, Callable[[Any], Any]] = {}
+        self._heartbeat = Heartbeat(store)
 
     # -- entry points ------------------------------------------------------------------
     def start(
@@ -111,6 +132,7 @@ class Engine:
     ) -> RunResult:
         """Check the input, pin the flow version, create the run and drive it."""
         check_input(compiled, input_value, self.max_input_bytes)
+        check_environment(compiled, self.environ)
         digest = compiled.flow.digest
         if digest not in self._versions:
             self._versions[digest] = flow_version(compiled)
@@ -141,6 +163,7 @@ class Engine:
             )
         else:
             raise StoreError(f"run {record.id} is {record.status}; there is nothing to resume")
+        check_environment(compiled, self.environ)  # before the claim: a failed run stays so
         owner = owner_id()
         self.store.claim(record.id, owner, statuses=(record.status,), reopen_at=reopen)
         return self.continue_claimed(record.id, owner)
@@ -149,6 +172,11 @@ class Engine:
         """Drive a run that `owner` holds the lease of, from its stored position."""
         record = self.store.run(run_id)
         compiled = self.flow(record.flow_digest)
+        try:
+            check_environment(compiled, self.environ)
+        except InputError:
+            self.store.release(record.id, owner)
+            raise
         done = self.store.checkpoints(record.id)
         state = RunState(
             run_id=record.id,
@@ -174,6 +202,10 @@ class Engine:
         try:
             while position.state not in ENDINGS:
                 commit = self._advance(compiled, position, state, owner)
+                if commit.position != position.state:  # the step limit's route: no trigger
+                    position = machine_position(compiled, commit.position)
+        except KeyboardInterrupt as stop:  # the run stays where its last commit left it
+            raise RunInterrupted(state.run_id, commit.position if commit else at) from stop
         finally:
             if commit is None or commit.status == RunStatus.RUNNING:  # stopped early: let go
                 self.store.release(state.run_id, owner)
@@ -187,9 +219,15 @@ class Engine:
     ) -> StepCommit:
         step = compiled.flow.step(position.state)
         started = now()
-        result = self._run_step(compiled, step, state)
-        position.trigger(str(result.outcome))
-        commit = self._commit(compiled, step, state, result, position.state, started)
+        dest = _step_limit_route(compiled.flow, step.id, state.seq)
+        if dest is not None:  # the step does not run
+            result = _step_limit_reached(step, compiled.flow.max_steps)
+        else:
+            with self._heartbeat.holding(state.run_id, owner):  # a long step keeps its run
+                result = self._run_step(compiled, step, state)
+            position.trigger(str(result.outcome))
+            dest = position.state
+        commit = self._commit(compiled, step, state, result, dest, started)
         self.store.commit_step(state.run_id, owner, commit)
         if result.outcome != Outcome.ERROR:
             state.outputs[step.id] = commit.checkpoint.output
@@ -280,6 +318,33 @@ class Engine:
             return Retrier(policy, self.clock, self.rng, None, on_attempt)
 
         return Session(compiled.flow, step, self.llm_client(), retrier, state.usage, self.environ)
+
+
+def _step_limit_route(flow: Flow, step_id: str, seq: int) -> str | None:
+    """Where a run goes instead of running `step_id` after `seq` steps, when that is past
+    the flow's `max_steps` (None: the step runs). The limit routes like a budget; the
+    step that route names runs once past the limit, and any step after it stops the run
+    for review, so that a route back into a loop cannot start the loop again."""
+    if seq < flow.max_steps:
+        return None
+    route = flow.budget.on_exceeded if flow.budget else Ending.HUMAN_REVIEW.value
+    if seq == flow.max_steps:
+        return route
+    if seq == flow.max_steps + 1 and step_id == route:
+        return None
+    return Ending.HUMAN_REVIEW.value
+
+
+def _step_limit_reached(step: Step, limit: int) -> StepResult:
+    message = f"step limit reached: {limit} steps"
+    return StepResult(
+        Outcome.BUDGET_EXCEEDED,
+        None,
+        0,
+        [BudgetReached(step_id=step.id, message=message)],
+        reason=message,
+        error={"kind": ErrorKind.BUDGET_EXCEEDED.value, "message": message},
+    )
 
 
 def _finished(

@@ -1,5 +1,7 @@
 """Retries with tenacity: attempts, exponential backoff with a cap, jitter, an overall
-deadline, retry classes, and a server's Retry-After honoured.
+deadline, retry classes, and a server's Retry-After honoured up to the cap: a server
+that asks for a longer wait than `max_interval_seconds` is not waited for (the run would
+hold its thread and its lease all that time); the call fails, saying so.
 
 Waiting goes through an injected clock, so tests assert the waits without sleeping.
 """
@@ -54,6 +56,7 @@ class Retrier:
         attempts: list[Attempt] = []
         started = self.clock.monotonic()
         self._planned: dict[int, float] = {}
+        self._refused: str | None = None  # why a wait the server asked for was not taken
         retrying = tenacity.Retrying(
             stop=self._stop(started),
             wait=self._wait,
@@ -65,7 +68,8 @@ class Retrier:
         try:
             return retrying(function)
         except StepError as exc:
-            attempts.append(Attempt(len(attempts) + 1, exc.kind, str(exc), None))
+            message = f"{exc}; {self._refused}" if self._refused else str(exc)
+            attempts.append(Attempt(len(attempts) + 1, exc.kind, message, None))
             raise RetriesExhaustedError(attempts, exc) from exc
 
     def _should_retry(self, exc: BaseException) -> bool:
@@ -77,6 +81,8 @@ class Retrier:
         def stop(state: tenacity.RetryCallState) -> bool:
             if state.attempt_number >= self.policy.max_attempts:
                 return True
+            if self._asked_too_long(state):
+                return True
             deadline = self.policy.deadline_seconds
             if deadline is None:
                 return False
@@ -84,6 +90,18 @@ class Retrier:
             return elapsed + self._wait(state) > deadline
 
         return stop
+
+    def _asked_too_long(self, state: tenacity.RetryCallState) -> bool:
+        """Whether the server asked for a longer wait than the policy allows."""
+        asked = _retry_after(state)
+        cap = self.policy.max_interval_seconds
+        if asked is None or asked <= cap:
+            return False
+        self._refused = (
+            f"the server asked to wait {round(asked, 1):g} s, "
+            f"more than max_interval_seconds ({cap:g} s)"
+        )
+        return True
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         """The wait after this attempt, drawn once: the deadline check and the sleep
@@ -98,8 +116,7 @@ class Retrier:
         wait = min(wait, policy.max_interval_seconds)
         if policy.jitter:
             wait = wait / 2 + self.rng.uniform(0, wait / 2)
-        error = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(error, "retry_after", None)
+        retry_after = _retry_after(state)
         return max(wait, retry_after) if retry_after is not None else wait
 
     def _record(self, state: tenacity.RetryCallState, attempts: list[Attempt]) -> None:
@@ -109,3 +126,10 @@ class Retrier:
         attempts.append(attempt)
         if self.on_attempt:
             self.on_attempt(attempt)
+
+
+def _retry_after(state: tenacity.RetryCallState) -> float | None:
+    """The wait the last attempt's error asks for (a server's Retry-After), if any."""
+    error = state.outcome.exception() if state.outcome else None
+    asked: float | None = getattr(error, "retry_after", None)
+    return asked

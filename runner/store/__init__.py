@@ -12,9 +12,11 @@ from runner.store.base import Store
 __all__ = ["Store", "open_store"]
 
 
-def open_store(url: str, *, durable: bool = True) -> Store:
+def open_store(url: str, *, durable: bool = True, create: bool = True) -> Store:
     """The store at `url` (see runner.store.sql.SqlStore); a StoreError if it cannot be
-    used: a bad URL, an unreachable server, or a schema this runner cannot work with."""
+    used: a bad URL, an unreachable server, or a schema this runner cannot work with.
+    Without `create`, a store that does not exist yet is a StoreError too (commands
+    that only read never make one)."""
     from runner.store.sql import SqlStore
 
-    return SqlStore(url, durable=durable)
+    return SqlStore(url, durable=durable, create=create)

@@ -34,6 +34,9 @@ class Store(Protocol):
     url: str
     """Where the store is, as a database URL."""
 
+    lease_seconds: float
+    """How long a lease lasts unless it is renewed (runner.store.leases)."""
+
     def create_run(
         self, run_id: str, version: FlowVersion, input_value: Any, first_step: str, owner: str
     ) -> None:
@@ -74,6 +77,11 @@ class Store(Protocol):
 
     def release(self, run_id: str, owner: str) -> None:
         """Give up `owner`'s lease on the run; nothing happens if `owner` does not hold it."""
+        ...
+
+    def renew_lease(self, run_id: str, owner: str) -> bool:
+        """Extend `owner`'s lease on the run to `lease_seconds` from now (the heartbeat
+        of a running step); False, with nothing written, if `owner` no longer holds it."""
         ...
 
     def commit_step(self, run_id: str, owner: str, commit: StepCommit) -> None:

@@ -1,5 +1,5 @@
-"""Which database a command uses, the engine that opens it, and its URL as shown to
-people (password hidden)."""
+"""Which database a command uses, the engine that opens it, and where it is as shown
+to people (a file's path, a URL with its password hidden)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from runner.core.errors import StoreError
+from runner.store.faults import Place, store_fault
 from runner.store.sqlite import dumps, sqlite_engine
 
 DEFAULT_URL = "sqlite:///.runner/runner.db"
@@ -38,17 +39,56 @@ def safe_url(url: str) -> str:
 
 
 def sqlite_file(url: str) -> Path | None:
-    """The file a SQLite URL names; None for memory or another database."""
+    """The file a SQLite URL names (also as a `file:` URI, `?uri=true`); None for
+    memory or another database."""
     parsed = parse_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or name in (None, "", ":memory:"):
         return None
-    return Path(parsed.database)
+    if parsed.query.get("uri") in ("true", "1") and name.startswith("file:"):
+        name = name.removeprefix("file:").partition("?")[0]
+        if parsed.query.get("mode") == "memory" or name in ("", ":memory:"):
+            return None
+        name = "/" + name.lstrip("/") if name.startswith("//") else name
+    return Path(name)
+
+
+def place_of(url: str) -> Place:
+    """Where the store at `url` is, as messages name it."""
+    file = sqlite_file(url)
+    dialect = parse_url(url).get_backend_name()
+    return Place(str(file) if file else safe_url(url), dialect, file)
+
+
+def no_store(file: Path) -> str:
+    """Why a command that only reads the store does nothing when the file is missing."""
+    here = "" if file.is_absolute() else f" (here: {file.absolute()})"
+    return f"no run store at {file}{here}: runs are stored where `runner run` ran, or give --db"
+
+
+def make_room(url: str, *, create: bool) -> None:
+    """Before a SQLite store is opened: with `create`, its folder is made if missing;
+    without, a missing file is a StoreError (a command that reads makes no store)."""
+    file = sqlite_file(url)
+    if file is None:
+        return
+    if not create:
+        if not file.exists() or file.stat().st_size == 0:  # SQLite makes both on connect
+            raise StoreError(no_store(file))
+        return
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot make the folder of the run store at {file}: {exc.strerror}"
+        ) from exc
 
 
 def create_engine(url: str, *, durable: bool = True) -> sa.Engine:
     """An engine for the store at `url`; SQLite gets its pragmas (see runner.store.sqlite)."""
     parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
+        make_room(url, create=True)
         return sqlite_engine(parsed, durable=durable)
     try:
         return sa.create_engine(parsed, pool_pre_ping=True, json_serializer=dumps)
@@ -58,8 +98,12 @@ def create_engine(url: str, *, durable: bool = True) -> sa.Engine:
 
 @contextlib.contextmanager
 def opening(url: str) -> Iterator[None]:
-    """The database's own errors while the store at `url` is opened, as StoreError."""
+    """The database's own errors while the store at `url` is opened, as StoreError
+    (see runner.store.faults)."""
     try:
         yield
     except sa.exc.DBAPIError as exc:
-        raise StoreError(f"cannot open the run store at {safe_url(url)}: {exc.orig}") from exc
+        fault = store_fault(exc, place_of(url)) or StoreError(
+            f"cannot open the run store at {safe_url(url)}: {exc.orig}"
+        )
+        raise fault from exc

@@ -68,6 +68,7 @@ class RunRecord:
     created_at: datetime
     updated_at: datetime
     due_at: datetime | None = None  # when its review expires, while it waits for one
+    lease_expires: datetime | None = None  # when the holder's lease lapses unless renewed
 
 
 @dataclass(frozen=True)

@@ -94,10 +94,13 @@ def read_revision(conn: sa.Connection, url: str) -> Revision:
     )
 
 
-def ensure_schema(engine: sa.Engine, url: str, *, upgrade: bool) -> tuple[Revision, str]:
+def ensure_schema(
+    engine: sa.Engine, url: str, *, upgrade: bool, create: bool = True
+) -> tuple[Revision, str]:
     """Make the database at `url` one this runner can use, or refuse it (StoreError).
-    With `upgrade` an older database is upgraded, else refused. Returns where it stood
-    before and the revision it is at now."""
+    With `upgrade` an older database is upgraded, else refused; without `create` an
+    empty one is refused, not given tables. Returns where it stood before and the
+    revision it is at now."""
     if quick_revision(engine) == HEAD:
         return Revision(HEAD), HEAD
     with engine.connect() as conn, write_transaction(conn):
@@ -105,6 +108,11 @@ def ensure_schema(engine: sa.Engine, url: str, *, upgrade: bool) -> tuple[Revisi
         before = read_revision(conn, url)
         refuse_unknown(before, url)
         if before.current is None:
+            if not create:
+                raise StoreError(
+                    f"no run store in the database at {safe_url(url)}: it has none of "
+                    "runner's tables. Give the database `runner run` used with --db"
+                )
             create_at_head(conn)
         elif not before.at_head:
             if not upgrade:

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from runner.core.errors import StoreError
 from runner.core.events import DecisionMade
@@ -19,7 +20,7 @@ from runner.store.records import (
     aware,
     now,
 )
-from runner.store.tables import effects, runs
+from runner.store.tables import effects, flow_versions, runs
 
 
 def by_prefix(conn: sa.Connection, prefix: str) -> Any:
@@ -145,12 +146,49 @@ def run_record(row: Any) -> RunRecord:
         created_at=aware(row.created_at) or now(),
         updated_at=aware(row.updated_at) or now(),
         due_at=aware(row.due_at),
+        lease_expires=aware(row.lease_expires),
     )
 
 
 # -- statements that write rows ----------------------------------------------------------
+def pinned(dialect: str, version: FlowVersion, stamp: datetime) -> Any:
+    """The insert that stores a flow version unless its digest is stored already. It is
+    race-free: of processes (or threads) pinning one new version at once, one writes it
+    and the others find it there (INSERT ... ON CONFLICT DO NOTHING)."""
+    values = {
+        "digest": version.digest,
+        "name": version.name,
+        "path": version.path,
+        "git_commit": version.git_commit,
+        "text": version.text,
+        "created_at": stamp,
+        "abs_path": version.abs_path,
+        "git_root": version.git_root,
+        "repo_path": version.repo_path,
+    }
+    if dialect == "postgresql":
+        return postgresql.insert(flow_versions).values(values).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(flow_versions).values(values).on_conflict_do_nothing()
+    raise StoreError(f"runner keeps runs in SQLite or PostgreSQL, not in {dialect}")
+
+
+def renewed(run_id: str, owner: str, lease_seconds: float) -> Any:
+    """The update that extends `owner`'s lease on the run, if it still holds it."""
+    return (
+        runs.update()
+        .where(runs.c.id == run_id, runs.c.lease_owner == owner)
+        .values(lease_expires=lease_until(now(), lease_seconds))
+    )
+
+
 def new_run_row(
-    run_id: str, version: FlowVersion, input_value: Any, first_step: str, owner: str
+    run_id: str,
+    version: FlowVersion,
+    input_value: Any,
+    first_step: str,
+    owner: str,
+    lease_seconds: float,
 ) -> dict[str, Any]:
     """A new run, running at its first step and leased to `owner`."""
     stamp = now()
@@ -166,7 +204,7 @@ def new_run_row(
         "tokens": 0,
         "cost_usd": 0.0,
         "lease_owner": owner,
-        "lease_expires": lease_until(stamp),
+        "lease_expires": lease_until(stamp, lease_seconds),
         "created_at": stamp,
         "updated_at": stamp,
         "failed_step": None,
@@ -175,14 +213,16 @@ def new_run_row(
     }
 
 
-def claimed(record: RunRecord, holder: str | None, owner: str, reopen_at: str | None) -> Any:
+def claimed(
+    record: RunRecord, holder: str | None, owner: str, reopen_at: str | None, lease_seconds: float
+) -> Any:
     """The update that leases a run to `owner`, if `holder` still holds it; with
     `reopen_at`, the run runs again from that step."""
     stamp = now()
     values: dict[str, Any] = {
         "lease_owner": owner,
         "updated_at": stamp,
-        "lease_expires": lease_until(stamp),
+        "lease_expires": lease_until(stamp, lease_seconds),
     }
     if reopen_at:
         values.update(status="running", position=reopen_at, reason=None, error=None)
@@ -224,6 +264,7 @@ def decided(
     owner: str | None,
     checkpoint: Checkpoint | None,
     due_at: datetime | None,
+    lease_seconds: float,
 ) -> Any:
     """The update that moves a decided run, if it is still as `record` shows it."""
     stamp = now()
@@ -240,7 +281,7 @@ def decided(
             position=position,
             updated_at=stamp,
             lease_owner=owner,
-            lease_expires=lease_until(stamp) if owner else None,
+            lease_expires=lease_until(stamp, lease_seconds) if owner else None,
             reason=None if status == "running" else record.reason,
             due_at=due_at,
             steps_run=runs.c.steps_run + (1 if checkpoint else 0),

@@ -3,7 +3,8 @@
 `SqlStore` implements the `Store` protocol (runner.store.base) on the tables of
 runner.store.tables. A step commits its checkpoint, the run's new position, its effect
 row and its events in one transaction. Opening a store checks its schema revision and,
-on SQLite, upgrades an older database (runner.store.revisions).
+on SQLite, upgrades an older database (runner.store.revisions). The database's own
+failures reach callers as StoreErrors that say what to do (runner.store.faults).
 """
 
 from __future__ import annotations
@@ -19,8 +20,17 @@ from sqlalchemy.exc import IntegrityError
 
 from runner.core.errors import StoreError
 from runner.core.events import RunResumed, RunStarted, parse
-from runner.store.engines import DEFAULT_URL, create_engine, opening, store_url
+from runner.store.engines import (
+    DEFAULT_URL,
+    create_engine,
+    make_room,
+    opening,
+    place_of,
+    store_url,
+)
+from runner.store.faults import StoreFile, translated
 from runner.store.leases import LEASE_SECONDS, lease_free, lease_until, owner_id
+from runner.store.leases import lease_seconds as _lease_seconds
 from runner.store.records import (
     Checkpoint,
     Decision,
@@ -45,6 +55,8 @@ from runner.store.rows import (
     effect_of,
     flow_version_of,
     new_run_row,
+    pinned,
+    renewed,
     run_record,
     started_effect,
 )
@@ -69,8 +81,18 @@ __all__ = ["DEFAULT_URL", "LEASE_SECONDS", "SqlStore", "owner_id", "store_url"]
 class SqlStore:
     """The run store on any SQLAlchemy database (SQLite and PostgreSQL are tested)."""
 
-    def __init__(self, url: str, *, durable: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        durable: bool = True,
+        create: bool = True,
+        lease_seconds: float | None = None,
+    ) -> None:
         self.url = url
+        self.lease_seconds = lease_seconds or _lease_seconds()
+        make_room(url, create=create)
+        self._place = place_of(url)
         self.engine = create_engine(url, durable=durable)
         sqlite = self.engine.dialect.name == "sqlite"
         # An in-memory database is one connection shared by all threads: take turns.
@@ -83,10 +105,11 @@ class SqlStore:
         self._compiled = CompiledStatements(self.engine.dialect) if sqlite else None
         try:
             with opening(url):
-                ensure_schema(self.engine, url, upgrade=sqlite)
+                ensure_schema(self.engine, url, upgrade=sqlite, create=create)
         except StoreError:
             self.engine.dispose()
             raise
+        self._file = StoreFile(self._place) if self._place.file else None
 
     @classmethod
     def memory(cls) -> SqlStore:
@@ -99,13 +122,23 @@ class SqlStore:
 
     @contextlib.contextmanager
     def _begin(self) -> Iterator[sa.Connection]:
-        """A write transaction (on SQLite it takes the write lock from the start)."""
-        with self._lock, self.engine.connect() as conn, write_transaction(conn):
+        """A write transaction (on SQLite it takes the write lock from the start). It
+        commits only while the SQLite file is still the one opened."""
+        if self._file is not None:
+            self._file.check()  # before connecting: a new connection would make a new file
+        with (
+            translated(self._place),
+            self._lock,
+            self.engine.connect() as conn,
+            write_transaction(conn),
+        ):
             yield conn
+            if self._file is not None:
+                self._file.check()
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sa.Connection]:
-        with self._lock, self.engine.connect() as conn:
+        with translated(self._place), self._lock, self.engine.connect() as conn:
             yield conn
 
     def _execute(self, conn: sa.Connection, statement: Any, params: dict[str, Any]) -> int:
@@ -120,9 +153,11 @@ class SqlStore:
     ) -> None:
         """Pin the flow version and create the run, already leased to `owner`."""
         stamp = now()
+        row = new_run_row(run_id, version, input_value, first_step, owner, self.lease_seconds)
         with self._begin() as conn:
-            self._pin(conn, version, stamp)
-            conn.execute(INSERT_RUN, new_run_row(run_id, version, input_value, first_step, owner))
+            if version.digest not in self._stored_versions:
+                conn.execute(pinned(conn.dialect.name, version, stamp))
+            conn.execute(INSERT_RUN, row)
             self._insert_events(
                 conn,
                 run_id,
@@ -132,28 +167,7 @@ class SqlStore:
                     )
                 ],
             )
-
-    def _pin(self, conn: sa.Connection, version: FlowVersion, stamp: Any) -> None:
-        """Store a flow version unless it is stored already."""
-        if version.digest in self._stored_versions:
-            return
-        known = conn.execute(
-            sa.select(flow_versions.c.digest).where(flow_versions.c.digest == version.digest)
-        ).first()
-        if known is None:
-            conn.execute(
-                flow_versions.insert().values(
-                    digest=version.digest,
-                    name=version.name,
-                    path=version.path,
-                    git_commit=version.git_commit,
-                    text=version.text,
-                    created_at=stamp,
-                    abs_path=version.abs_path,
-                    git_root=version.git_root,
-                    repo_path=version.repo_path,
-                )
-            )
+        self._stored_versions.add(version.digest)  # committed: no need to pin it again
 
     def flow_version(self, digest: str) -> FlowVersion:
         """The pinned flow version with this digest."""
@@ -205,7 +219,9 @@ class SqlStore:
             ).one()
             if not lease_free(lease.lease_owner, aware(lease.lease_expires)):
                 raise StoreError(f"run {record.id} is being run by {lease.lease_owner}")
-            updated = conn.execute(claimed(record, lease.lease_owner, owner, reopen_at))
+            updated = conn.execute(
+                claimed(record, lease.lease_owner, owner, reopen_at, self.lease_seconds)
+            )
             if updated.rowcount != 1:
                 raise StoreError(f"run {record.id} was claimed by another process")
             self._insert_events(
@@ -221,6 +237,12 @@ class SqlStore:
                 .where(runs.c.id == run_id, runs.c.lease_owner == owner)
                 .values(lease_owner=None, lease_expires=None)
             )
+
+    def renew_lease(self, run_id: str, owner: str) -> bool:
+        """Extend `owner`'s lease on the run by `lease_seconds` from now; False, and
+        nothing written, if `owner` no longer holds it."""
+        with self._begin() as conn:
+            return conn.execute(renewed(run_id, owner, self.lease_seconds)).rowcount == 1
 
     # -- steps -------------------------------------------------------------------------
     def commit_step(self, run_id: str, owner: str, commit: StepCommit) -> None:
@@ -238,7 +260,7 @@ class SqlStore:
             "failed_step": commit.failed_step,
             "reason": commit.reason,
             "error": commit.error,
-            "lease_expires": None if ending else lease_until(stamp),
+            "lease_expires": None if ending else lease_until(stamp, self.lease_seconds),
             "llm_calls": commit.usage[0],
             "tokens": commit.usage[1],
             "cost_usd": commit.usage[2],
@@ -309,7 +331,9 @@ class SqlStore:
         still exactly as `record` shows it: of two people deciding at once, one wins."""
         stamp = now()
         with self._begin() as conn:
-            moved = conn.execute(decided(record, status, position, owner, checkpoint, due_at))
+            moved = conn.execute(
+                decided(record, status, position, owner, checkpoint, due_at, self.lease_seconds)
+            )
             if moved.rowcount != 1:
                 raise StoreError(
                     f"run {record.id} changed while this decision was made "

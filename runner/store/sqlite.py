@@ -7,7 +7,6 @@ import contextlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,10 +22,9 @@ def dumps(value: Any) -> str:
 
 
 def sqlite_engine(url: sa.URL, *, durable: bool) -> sa.Engine:
-    """An engine for a SQLite file (its folder made if missing) or for memory: WAL,
+    """An engine for a SQLite file or for memory: WAL,
     foreign keys on, and transactions begun explicitly (see `write_transaction`)."""
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    if url.database and url.database != ":memory:":  # its folder: see engines.make_room
         engine = sa.create_engine(url, json_serializer=dumps)
     else:  # one connection, shared by every thread: the database lives in it
         engine = sa.create_engine(

@@ -102,7 +102,7 @@ def test_a_recorded_failure_expects_where_it_stopped(tmp_path: Path, monkeypatch
         {"order": "B-1"},
         "the model never answers in JSON",
         llm,
-        lambda **kw: Engine(SqlStore.memory(), environ={"API_KEY": "k"}, **kw),
+        lambda **kw: Engine(SqlStore.memory(), environ={"API_KEY": "key-for-tests"}, **kw),
     )
     assert case["expect"] == {"status": "failed", "steps": ["answer"], "stopped_at": "answer"}
     assert case["llm"]["answer"] == [

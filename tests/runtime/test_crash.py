@@ -367,6 +367,8 @@ class Scenario:
 
     # what the database and the log show
     def run_ids(self) -> list[str]:
+        if not self.db.exists():  # killed before the store was made: no run yet
+            return []
         done = self.cli("runs", "--format", "json", "--limit", "1000")
         assert done.returncode == 0, f"runner runs failed: {done.stderr}"
         return [r["run"] for r in json.loads(done.stdout)]
