@@ -66,7 +66,11 @@ def outcome(result: Any, seconds: float, form: str, out: TextIO) -> ExitCode:
         print(f"  waiting for human review: {result.reason}", file=out)
     elif result.status == RunStatus.FAILED:
         print(f"  in the dead-letter queue: {result.reason}", file=out)
-        print(f"  after fixing the cause: runner resume {result.run_id}", file=out)
+        print(
+            f"  after fixing the cause: runner resume {result.run_id}"
+            " (with --flow FILE if the fix is in the flow)",
+            file=out,
+        )
     return exit_code(result.status)
 
 

@@ -84,9 +84,13 @@ def _add_dlq(commands: Any) -> None:
         "--flow", metavar="NAME"
     )
     _action(actions, "show", "a failed run: input, error, attempts", cmd_review_show)
-    _action(
+    retry = _action(
         actions, "retry", "resume at the failed step (or --from STEP)", cmd_dlq_retry, who=True
-    ).add_argument("--from", dest="from_step", metavar="STEP")
+    )
+    retry.add_argument("--from", dest="from_step", metavar="STEP")
+    retry.add_argument(
+        "--flow", metavar="FILE", help="go on with this (fixed) version of the run's flow"
+    )
     _action(
         actions,
         "drop",
@@ -234,10 +238,12 @@ def cmd_review_expire(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_dlq_retry(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.lang.load import load_flow
     from runner.review.desk import reviewer
 
+    flow = load_flow(args.flow) if args.flow else None
     result = _desk(args).retry(
-        args.run_id, reviewer(args.who), args.from_step, statuses=("failed",)
+        args.run_id, reviewer(args.who), args.from_step, statuses=("failed",), flow=flow
     )
     return outcome(result, 0.0, args.format, out)
 

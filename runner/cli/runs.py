@@ -67,6 +67,11 @@ def _add_reading_commands(commands: Any) -> None:
         metavar="STEP",
         help="start again at this step instead of where the run stopped",
     )
+    resume.add_argument(
+        "--flow",
+        metavar="FILE",
+        help="go on with this (fixed) version of the run's flow instead of the one it pinned",
+    )
     add_store_options(resume)
     resume.set_defaults(command=cmd_resume)
 
@@ -193,6 +198,7 @@ class _Progress:
 
 
 def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.lang.load import load_flow
     from runner.runtime.engine import Engine
 
     if args.all_interrupted and (args.run_id or args.from_step):
@@ -202,7 +208,8 @@ def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
     if args.all_interrupted:
         return _resume_interrupted(Engine(open_store(args)), args.format, out)
     started = time.perf_counter()
-    result = Engine(open_store(args)).resume(args.run_id, from_step=args.from_step)
+    flow = load_flow(args.flow) if args.flow else None
+    result = Engine(open_store(args)).resume(args.run_id, from_step=args.from_step, flow=flow)
     return outcome(result, time.perf_counter() - started, args.format, out)
 
 

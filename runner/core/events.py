@@ -325,6 +325,19 @@ class DecisionMade(Event):
         return text
 
 
+@dataclass(frozen=True, kw_only=True)
+class FlowChanged(Event):
+    """A stopped run was moved to another version of its flow (`--flow FILE`)."""
+
+    KIND = "flow_changed"
+    from_digest: str
+    to_digest: str
+    path: str
+
+    def describe(self) -> str:
+        return f"moved to flow version {self.to_digest[:12]} ({self.path})"
+
+
 EVENT_KINDS: dict[str, type[Event]] = {
     kind.KIND: kind
     for kind in (
@@ -343,6 +356,7 @@ EVENT_KINDS: dict[str, type[Event]] = {
         RunStarted,
         RunResumed,
         DecisionMade,
+        FlowChanged,
     )
 }
 

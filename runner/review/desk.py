@@ -26,6 +26,7 @@ from runner.lang.schema import instance_problems
 from runner.review.edits import assign, describe_hits, diff, recheck
 from runner.review.proposals import Proposal, build_proposal, content_hash, outputs_of
 from runner.runtime.engine import Engine, RunResult
+from runner.runtime.upgrade import check_upgrade
 from runner.runtime.visit import RunState, context
 from runner.store.leases import owner_id
 from runner.store.records import Checkpoint, Decision, RunRecord, now
@@ -140,13 +141,17 @@ class Desk:
         from_step: str | None,
         note: str | None = None,
         statuses: tuple[str, ...] = (RunStatus.ESCALATED,),
+        flow: CompiledFlow | None = None,
     ) -> RunResult:
         """Run again from a step (the stopped one by default). For an effect held in
-        doubt, this is the person's word that it did not happen: it may be sent again."""
+        doubt, this is the person's word that it did not happen: it may be sent again.
+        With `flow`, the run goes on with that (fixed) version of its flow."""
         record = self.store.run(run_id)
         if record.status not in statuses:
             raise StoreError(f"run {record.id} is {record.status}, not {' or '.join(statuses)}")
-        compiled = self.engine.flow(record.flow_digest)
+        if flow is not None:
+            check_upgrade(self.store, record, flow)
+        compiled = flow or self.engine.flow(record.flow_digest)
         start = from_step or record.failed_step or compiled.first
         if start not in {s.id for s in compiled.flow.steps}:
             raise UsageError(f"flow {compiled.flow.name} has no step {start}")
@@ -161,7 +166,7 @@ class Desk:
                 EffectStatus.FAILED.value,
                 {"error": "a person said it did not happen"},
             )
-        return self._move(record, decision, start, None, effect)
+        return self._move(record, decision, start, None, effect, upgrade=flow)
 
     def drop(self, run_id: str, by: str, note: str | None = None) -> None:
         """Archive a failed run; its input, error and audit trail stay."""
@@ -271,6 +276,7 @@ class Desk:
         position: str,
         checkpoint: Checkpoint | None,
         effect: Any,
+        upgrade: CompiledFlow | None = None,
     ) -> RunResult:
         if position in ENDINGS:
             status = ENDINGS[position]
@@ -293,6 +299,8 @@ class Desk:
             checkpoint=checkpoint,
             effect=effect,
         )
+        if upgrade is not None:
+            self.engine.adopt(record.id, owner, upgrade)
         return self.engine.continue_claimed(record.id, owner)
 
 

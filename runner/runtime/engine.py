@@ -34,13 +34,15 @@ from runner.core.vocabulary import ENDINGS, STOPS, Ending, ErrorKind, Outcome, R
 from runner.kinds.base import StepResult, ToolCall, attempts_of, failure
 from runner.kinds.registry import STEP_KINDS
 from runner.lang.compiler import CompiledFlow, machine_position
-from runner.lang.model import Flow, Step
+from runner.lang.model import Step
 from runner.runtime.effects import ToolCaller
 from runner.runtime.inputs import DEFAULT_MAX_INPUT_BYTES, check_input, new_run_id
+from runner.runtime.limits import step_limit_reached, step_limit_route
 from runner.runtime.locate import load_pinned
 from runner.runtime.redact import check_environment, redactor
 from runner.runtime.retry import Clock, Retrier, SystemClock
 from runner.runtime.session import Session, Usage
+from runner.runtime.upgrade import check_upgrade
 from runner.runtime.versions import flow_version
 from runner.runtime.visit import Environment, RunState, Visit
 from runner.store.base import Store
@@ -143,11 +145,16 @@ class Engine:
         state = RunState(run_id, compiled.flow.name, input_value, {}, 0)
         return self._drive(compiled, state, compiled.first, owner)
 
-    def resume(self, run_id: str, *, from_step: str | None = None) -> RunResult:
+    def resume(
+        self, run_id: str, *, from_step: str | None = None, flow: CompiledFlow | None = None
+    ) -> RunResult:
         """Continue a run that was interrupted (running) or failed (dead letter), at the
-        step where it stopped, or at `from_step`. Completed steps are not run again."""
+        step where it stopped, or at `from_step`. Completed steps are not run again. With
+        `flow`, the run moves to that (fixed) version of its flow first."""
         record = self.store.run(run_id)
-        compiled = self.flow(record.flow_digest)
+        if flow is not None:
+            check_upgrade(self.store, record, flow)
+        compiled = flow or self.flow(record.flow_digest)
         if from_step is not None and from_step not in {s.id for s in compiled.flow.steps}:
             raise StoreError(f"flow {compiled.flow.name} has no step {from_step}")
         reopen: str | None
@@ -166,7 +173,16 @@ class Engine:
         check_environment(compiled, self.environ)  # before the claim: a failed run stays so
         owner = owner_id()
         self.store.claim(record.id, owner, statuses=(record.status,), reopen_at=reopen)
+        if flow is not None:
+            self.adopt(record.id, owner, flow)
         return self.continue_claimed(record.id, owner)
+
+    def adopt(self, run_id: str, owner: str, compiled: CompiledFlow) -> None:
+        """Move a run `owner` holds to `compiled`'s version of its flow."""
+        digest = compiled.flow.digest
+        self._versions.setdefault(digest, flow_version(compiled))
+        self._flows.setdefault(digest, compiled)
+        self.store.repin(run_id, owner, self._versions[digest])
 
     def continue_claimed(self, run_id: str, owner: str) -> RunResult:
         """Drive a run that `owner` holds the lease of, from its stored position."""
@@ -219,9 +235,9 @@ class Engine:
     ) -> StepCommit:
         step = compiled.flow.step(position.state)
         started = now()
-        dest = _step_limit_route(compiled.flow, step.id, state.seq)
+        dest = step_limit_route(compiled.flow, step.id, state.seq)
         if dest is not None:  # the step does not run
-            result = _step_limit_reached(step, compiled.flow.max_steps)
+            result = step_limit_reached(step, compiled.flow.max_steps)
         else:
             with self._heartbeat.holding(state.run_id, owner):  # a long step keeps its run
                 result = self._run_step(compiled, step, state)
@@ -318,33 +334,6 @@ class Engine:
             return Retrier(policy, self.clock, self.rng, None, on_attempt)
 
         return Session(compiled.flow, step, self.llm_client(), retrier, state.usage, self.environ)
-
-
-def _step_limit_route(flow: Flow, step_id: str, seq: int) -> str | None:
-    """Where a run goes instead of running `step_id` after `seq` steps, when that is past
-    the flow's `max_steps` (None: the step runs). The limit routes like a budget; the
-    step that route names runs once past the limit, and any step after it stops the run
-    for review, so that a route back into a loop cannot start the loop again."""
-    if seq < flow.max_steps:
-        return None
-    route = flow.budget.on_exceeded if flow.budget else Ending.HUMAN_REVIEW.value
-    if seq == flow.max_steps:
-        return route
-    if seq == flow.max_steps + 1 and step_id == route:
-        return None
-    return Ending.HUMAN_REVIEW.value
-
-
-def _step_limit_reached(step: Step, limit: int) -> StepResult:
-    message = f"step limit reached: {limit} steps"
-    return StepResult(
-        Outcome.BUDGET_EXCEEDED,
-        None,
-        0,
-        [BudgetReached(step_id=step.id, message=message)],
-        reason=message,
-        error={"kind": ErrorKind.BUDGET_EXCEEDED.value, "message": message},
-    )
 
 
 def _finished(

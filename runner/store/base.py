@@ -75,6 +75,11 @@ class Store(Protocol):
         once exactly one succeeds; a `run_resumed` event is written with the claim."""
         ...
 
+    def repin(self, run_id: str, owner: str, version: FlowVersion) -> None:
+        """Move a run that `owner` holds the lease of to another version of its flow,
+        pinning that version, and record the move in its audit trail."""
+        ...
+
     def release(self, run_id: str, owner: str) -> None:
         """Give up `owner`'s lease on the run; nothing happens if `owner` does not hold it."""
         ...

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from runner.core.errors import StoreError
-from runner.core.events import DecisionMade
+from runner.core.events import DecisionMade, FlowChanged
 from runner.store.leases import lease_until
 from runner.store.records import (
     Checkpoint,
@@ -287,3 +287,17 @@ def decided(
             steps_run=runs.c.steps_run + (1 if checkpoint else 0),
         )
     )
+
+
+def repinned(run_id: str, owner: str, digest: str) -> Any:
+    """The update that moves a run `owner` holds to the flow version `digest`."""
+    return (
+        runs.update()
+        .where(runs.c.id == run_id, runs.c.lease_owner == owner)
+        .values(flow_digest=digest)
+    )
+
+
+def flow_changed(record: RunRecord, version: FlowVersion) -> FlowChanged:
+    """The audit trail's entry for a run moved to another version of its flow."""
+    return FlowChanged(from_digest=record.flow_digest, to_digest=version.digest, path=version.path)

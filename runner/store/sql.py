@@ -53,10 +53,12 @@ from runner.store.rows import (
     decision_of,
     decision_row,
     effect_of,
+    flow_changed,
     flow_version_of,
     new_run_row,
     pinned,
     renewed,
+    repinned,
     run_record,
     started_effect,
 )
@@ -228,6 +230,15 @@ class SqlStore:
                 conn, record.id, [RunResumed(owner=owner, from_step=reopen_at or record.position)]
             )
         return self.run(record.id)
+
+    def repin(self, run_id: str, owner: str, version: FlowVersion) -> None:
+        """Move a run `owner` holds to another version of its flow, recorded."""
+        record = self.run(run_id)
+        with self._begin() as conn:
+            conn.execute(pinned(conn.dialect.name, version, now()))
+            if conn.execute(repinned(run_id, owner, version.digest)).rowcount != 1:
+                raise StoreError(f"run {run_id} is no longer leased to this process")
+            self._insert_events(conn, run_id, [flow_changed(record, version)])
 
     def release(self, run_id: str, owner: str) -> None:
         """Give up `owner`'s lease on the run, if it holds it."""

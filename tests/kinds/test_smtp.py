@@ -706,7 +706,8 @@ def test_a_failing_alert_is_an_event_and_the_run_keeps_its_error(
     assert out == (
         f"run {run} failed (" + out.split("(", 1)[1].split(")", 1)[0] + ")\n"
         f"  in the dead-letter queue: step compose failed: {message}\n"
-        f"  after fixing the cause: runner resume {run}\n"
+        f"  after fixing the cause: runner resume {run} (with --flow FILE if the fix is in "
+        "the flow)\n"
     )
     [alert] = [e.data for e in desk.store().events(run) if e.kind == "alert"]
     assert (alert["tool"], alert["status"]) == ("alert", "failed"), alert
