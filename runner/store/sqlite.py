@@ -21,15 +21,22 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+def dumps_blob(value: Any) -> bytes:
+    """JSON as SQLite stores it: UTF-8 bytes. A JSON column has NUMERIC affinity in
+    SQLite, which turns text that reads as a number into one (`1.0` would come back as
+    `1`, a 23-digit integer as a float); a blob is kept exactly as written."""
+    return dumps(value).encode("utf-8")
+
+
 def sqlite_engine(url: sa.URL, *, durable: bool) -> sa.Engine:
     """An engine for a SQLite file or for memory: WAL,
     foreign keys on, and transactions begun explicitly (see `write_transaction`)."""
     if url.database and url.database != ":memory:":  # its folder: see engines.make_room
-        engine = sa.create_engine(url, json_serializer=dumps)
+        engine = sa.create_engine(url, json_serializer=dumps_blob)
     else:  # one connection, shared by every thread: the database lives in it
         engine = sa.create_engine(
             url,
-            json_serializer=dumps,
+            json_serializer=dumps_blob,
             poolclass=sa.pool.StaticPool,
             connect_args={"check_same_thread": False},
         )
@@ -88,10 +95,10 @@ class CompiledStatements:
 
 
 def sqlite_value(name: str, value: Any) -> Any:
-    """A value as SQLAlchemy's types store it in SQLite: JSON as text (None as `null`),
-    times as UTC text."""
+    """A value as SQLAlchemy's types store it in SQLite: JSON as a UTF-8 blob (None as
+    `null`), times as UTC text."""
     if name in _JSON_PARAMS:
-        return dumps(value)
+        return dumps_blob(value)
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime(_SQLITE_TIME)
     return value

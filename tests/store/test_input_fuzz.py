@@ -145,8 +145,6 @@ def test_fuzzed_input_is_run_and_read_back_equal_or_refused(
         runs = store.list_runs(limit=100_000)
         if code == 0:
             value = json.loads(data)
-            if _SQLITE_LOSES_A_NUMBER and url.startswith("sqlite") and _is_number(value):
-                return  # see test_sqlite_keeps_a_number_that_is_the_whole_input
             expected = json.dumps(value)
             run_id = out.split()[1]
             assert json.dumps(store.run(run_id).input) == expected
@@ -168,18 +166,9 @@ def test_fuzzed_input_is_run_and_read_back_equal_or_refused(
         store.close()
 
 
-# SQLite gives a JSON column NUMERIC affinity: JSON text that is one number is turned
-# into an SQLite number, so 1.0 reads back as 1 and 12345678901234567890123 as
-# 1.2345678901234568e+22. A bug in runner/store (its JSON columns on SQLite), pinned
-# below; the fuzz test above leaves that case to it until it is fixed.
-_SQLITE_LOSES_A_NUMBER = True
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-@pytest.mark.xfail(strict=True, reason="runner/store: a JSON column on SQLite has NUMERIC affinity")
+# SQLite gives a column declared JSON NUMERIC affinity: JSON text that is one number
+# would be turned into an SQLite number (1.0 read back as 1, 12345678901234567890123 as
+# 1.2345678901234568e+22). The store writes JSON to SQLite as blobs, which keep it as is.
 @pytest.mark.parametrize("text", ["1.0", "12345678901234567890123", "-0.0"])
 def test_sqlite_keeps_a_number_that_is_the_whole_input(tmp_path: Path, text: str) -> None:
     (tmp_path / "fuzz_tools.py").write_text(TOOLS, encoding="utf-8")
