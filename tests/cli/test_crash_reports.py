@@ -1,4 +1,4 @@
-"""Crash reports (issue 11, item 16): an internal error's traceback goes to a folder of
+"""Crash reports: an internal error's traceback goes to a folder of
 the store (`.runner/crashes/` here, beside a SQLite `--db` file, or the user's cache
 for other databases), only the newest 20 are kept, and no secret is written into one."""
 

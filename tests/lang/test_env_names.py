@@ -1,5 +1,5 @@
 """Templates read the environment one variable at a time, by literal name, and a secret
-goes out as it is (issue 11, items 1 and 2). `runner validate` refuses the rest with a
+goes out as it is. `runner validate` refuses the rest with a
 located problem; a run checks that every name it needs is set before step one."""
 
 from __future__ import annotations

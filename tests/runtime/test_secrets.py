@@ -1,5 +1,5 @@
 """A secret never reaches the database, the terminal or `show`, whatever form it takes on
-its way out (issue 11, item 1): a trailing newline, escaped in an error message, echoed
+its way out: a trailing newline, escaped in an error message, echoed
 URL-encoded, JSON-escaped or base64-encoded, cut by the 200-character error body; a
 secret that makes a request invalid fails the step (invalid_input), naming the header
 or the URL and never the value; a secret too short to recognise refuses the run.
