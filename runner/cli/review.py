@@ -170,7 +170,10 @@ def cmd_review_show(args: argparse.Namespace, out: TextIO) -> int:
     events = desk.store.events(p.run.id)
     if args.format == "json":
         data = review_show.proposal_json(p)
-        data["decisions"] = [d.__dict__ for d in desk.store.decisions(p.run.id)]
+        data["decisions"] = [  # what an override covers is in the decision's event
+            {k: v for k, v in d.__dict__.items() if k != "overrides"}
+            for d in desk.store.decisions(p.run.id)
+        ]
         data["events"] = events_json(events)
         json.dump(data, out, indent=2, default=str)
         out.write("\n")

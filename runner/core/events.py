@@ -311,6 +311,7 @@ class DecisionMade(Event):
     position: str
     diff: list[Mapping[str, Any]] | None = None  # [{path, before, after}]
     override: str | None = None
+    overrides: Mapping[str, str] | None = None  # policy check -> approved text's sha256
 
     def describe(self) -> str:
         note = f" ({self.note})" if self.note else ""

@@ -87,8 +87,7 @@ class Desk:
         value, changed = _decided_value(proposal, content, edited, sets)
         self._fits(proposal, value, changed)
         compiled = self.engine.flow(proposal.run.flow_digest)
-        if changed:
-            self._passes_policies(compiled, proposal, value, override)
+        overridden = self._passes_policies(compiled, proposal, value, override) if changed else {}
         position = compiled.route(proposal.step_id, compiled.flow.step(proposal.step_id).success)
         checkpoint = self._checkpoint(
             proposal.run, proposal.target, Outcome.APPROVED, position, value
@@ -103,6 +102,7 @@ class Desk:
             value if changed else None,
             diff=diff(proposal.content, value) if changed else None,
             override=override if changed else None,
+            overrides=overridden or None,
         )
         effect = (
             (proposal.effect_key, EffectStatus.DONE.value, value) if proposal.effect_key else None
@@ -227,17 +227,21 @@ class Desk:
 
     def _passes_policies(
         self, compiled: CompiledFlow, proposal: Proposal, value: Any, override: str | None
-    ) -> None:
+    ) -> dict[str, str]:
+        """Refuse an edit that breaks a policy check that reads it, unless overridden;
+        the checks overridden -> the fingerprint of the text the person approved."""
         record = proposal.run
         outputs = {**outputs_of(self.store, record.id), proposal.target: value}
         state = RunState(record.id, record.flow_name, record.input, outputs, 0)
-        hits = recheck(compiled.flow, proposal.target, context(state, self.engine.environ))
+        found = recheck(compiled.flow, proposal.target, context(state, self.engine.environ))
+        hits = [hit for _, step_hits in found.values() for hit in step_hits]
         if hits and not override:
             listed = "\n  ".join(describe_hits(hits))
             raise InputError(
                 f"the edited output breaks the flow's policies:\n  {listed}\n"
                 "fix the edit, or approve it anyway with --override REASON"
             )
+        return {step_id: fingerprint for step_id, (fingerprint, _) in found.items()}
 
     def _checkpoint(
         self, record: RunRecord, step_id: str, outcome: str, position: str, output: Any

@@ -14,7 +14,7 @@ from runner.core.errors import UsageError
 from runner.core.llm import Answer
 from runner.kinds.base import Violation
 from runner.kinds.policies.kinds import check_policies
-from runner.kinds.steps.policies import PolicyStep
+from runner.kinds.steps.policies import PolicyStep, text_hash
 from runner.lang.model import Flow, Model
 
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -70,11 +70,14 @@ class _NoModel:
         raise UsageError("no model is asked while a person decides")
 
 
-def recheck(flow: Flow, target: str, ctx: Mapping[str, Any]) -> list[Violation]:
-    """Violations in the texts of the flow's policy checks that read `target`'s output,
-    rendered with `ctx` (which holds the edited output). Model-judged rules are not
-    asked here; the run asks them when it reaches the check."""
-    found: list[Violation] = []
+def recheck(
+    flow: Flow, target: str, ctx: Mapping[str, Any]
+) -> dict[str, tuple[str, list[Violation]]]:
+    """For each policy check of the flow that reads `target`'s output and finds a
+    violation in its text rendered with `ctx` (which holds the edited output): that
+    text's fingerprint and the violations. Model-judged rules are not asked here; the
+    run asks them when it reaches the check."""
+    found: dict[str, tuple[str, list[Violation]]] = {}
     for step in flow.steps:
         if not isinstance(step, PolicyStep) or target not in _reads(step.text):
             continue
@@ -82,7 +85,9 @@ def recheck(flow: Flow, target: str, ctx: Mapping[str, Any]) -> list[Violation]:
             flow.policies[name] for name in step.policies if flow.policies[name].kind != "judge"
         ]
         text = str(templates.render(step.text, ctx))
-        found += check_policies(rules, text, ctx, _NoModel())
+        hits = check_policies(rules, text, ctx, _NoModel())
+        if hits:
+            found[step.id] = (text_hash(text), hits)
     return found
 
 

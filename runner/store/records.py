@@ -3,7 +3,7 @@ events of runner.core.events (`Event` is re-exported here)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -127,3 +127,6 @@ class Decision:
     decided_at: datetime = field(default_factory=now)
     diff: Any = None  # [{path, before, after}] of what the person changed
     override: str | None = None  # why the person approved past a policy
+    # The policy checks the override covers -> the fingerprint of the text approved
+    # (kept in the decision's event, where the check looks for it).
+    overrides: Mapping[str, str] | None = None

@@ -107,6 +107,7 @@ def decision_event(decision: Decision, status: str, position: str) -> DecisionMa
         position=position,
         diff=decision.diff,
         override=decision.override,
+        overrides=decision.overrides,
     )
 
 

@@ -153,3 +153,76 @@ def test_an_edit_that_removes_the_promise_needs_no_override(
         "ticket": "T-1",
         "body": "Billing will contact you.",
     }
+
+
+APPROVAL_FLOW = """\
+version: 1
+name: notes
+input: {type: object, required: [ticket], properties: {ticket: {type: string}}}
+tools:
+  send:
+    python: tools.outbox:send
+    input: {type: object, required: [ticket, body]}
+    effect: true
+policies:
+  no_refund_promise: {deny: "(?i)we('ll| will) refund", message: only billing promises refunds}
+steps:
+  - id: sign_off
+    approval:
+      title: "Reply to {{ input.ticket }}"
+      edit:
+        type: object
+        required: [reply]
+        properties: {reply: {type: string, default: "Thanks, {{ input.ticket }} is noted."}}
+  - id: check
+    policies: [no_refund_promise]
+    text: "{{ steps.sign_off.output.reply }}"
+  - id: send
+    tool: send
+    args: {ticket: "{{ input.ticket }}", body: "{{ steps.sign_off.output.reply }}"}
+on_error: dead_letter
+"""
+
+
+def test_an_override_at_an_approval_carries_to_the_check_of_that_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The person saw the policy hit and approved past it: the check downstream lets
+    exactly that text through instead of stopping the run a second time."""
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "outbox.py").write_text(OUTBOX, encoding="utf-8")
+    (tmp_path / "notes.yaml").write_text(APPROVAL_FLOW, encoding="utf-8")
+    (tmp_path / "in.json").write_text('{"ticket": "T-2"}', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    assert main(["run", "notes.yaml", "--input", "in.json", "--db", db]) == 4
+    run = capsys.readouterr().out.split()[1]
+    promise = "reply=We will refund you."
+    assert main(["review", "approve", run, "--as", "Ann", "--set", promise, "--db", db]) == 1
+    assert "breaks the flow's policies" in capsys.readouterr().err
+    code = main(
+        [
+            "review",
+            "approve",
+            run,
+            "--as",
+            "Ann",
+            "--set",
+            promise,
+            "--override",
+            "billing agreed",
+            "--db",
+            db,
+            "--format",
+            "json",
+        ]
+    )
+    assert (code, json.loads(capsys.readouterr().out)["status"]) == (0, "completed")
+    sent = json.loads((tmp_path / "tools" / "outbox.jsonl").read_text(encoding="utf-8"))
+    assert sent == {"ticket": "T-2", "body": "We will refund you."}
+    store = SqlStore(db)
+    try:
+        [check] = [c for c in store.checkpoints(run) if c.step_id == "check"]
+    finally:
+        store.close()
+    assert (check.outcome, check.output["overridden"]) == ("ok", "billing agreed")

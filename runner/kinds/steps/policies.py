@@ -3,12 +3,13 @@ Each rule kind is a module of `runner.kinds.policies`."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from runner.core import templates
-from runner.core.events import PolicyFired, now
+from runner.core.events import DecisionMade, Event, PolicyFired, now
 from runner.core.vocabulary import Ending, Outcome
 from runner.kinds.base import STEP_ROOTS, Checks, StepResult, StepRun
 from runner.kinds.policies.kinds import check_policies
@@ -69,10 +70,29 @@ class Policies:
         events = [*session.events, *(PolicyFired.from_data(v, step.id, now()) for v in found)]
         if not found:
             return StepResult(Outcome.OK, {"violations": []}, events=events)
+        overridden = _override_of(visit.recorded(), step.id, text)
+        if overridden is not None:  # a person approved exactly this text past the rules
+            return StepResult(
+                Outcome.OK, {"violations": found, "overridden": overridden}, events=events
+            )
         reasons = dict.fromkeys(f"policy {v['policy']}: {v['message']}" for v in found)
         return StepResult(
             Outcome.VIOLATION, {"violations": found}, events=events, reason="; ".join(reasons)
         )  # each rule once, in order
+
+
+def text_hash(text: str) -> str:
+    """The fingerprint of a checked text, as a reviewer's override records it."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _override_of(recorded: list[Event], step_id: str, text: str) -> str | None:
+    """The reason of the latest override that covers this check of exactly this text."""
+    fingerprint = text_hash(text)
+    for event in reversed(recorded):
+        if isinstance(event, DecisionMade) and (event.overrides or {}).get(step_id) == fingerprint:
+            return event.override
+    return None
 
 
 KIND = Policies()
