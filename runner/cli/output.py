@@ -116,12 +116,6 @@ def when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def short(text: str, limit: int) -> str:
-    """`text` on one line, cut to `limit` characters."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
     """Rows as aligned columns."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from runner.cli.output import short
 from runner.core.events import Event, StepFinished
+from runner.core.text import short
 from runner.core.vocabulary import ENDINGS, RunStatus
 from runner.review.edits import describe_hits
 from runner.review.proposals import Proposal, last_visit

@@ -16,12 +16,12 @@ from runner.cli.output import (
     open_store,
     outcome,
     run_json,
-    short,
     table,
     timeline,
     when,
 )
 from runner.core.errors import RunnerError, UsageError
+from runner.core.text import short
 from runner.core.vocabulary import ExitCode, RunStatus
 
 

@@ -8,6 +8,7 @@ import time
 from typing import Any, TextIO
 
 from runner.core.errors import FlowError, Problem, UsageError
+from runner.core.text import plural
 from runner.core.vocabulary import ExitCode
 
 
@@ -43,10 +44,6 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     return ExitCode.FAILED if any(results.values()) else ExitCode.OK
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
 def _report_text(results: dict[str, list[Problem]], out: TextIO, seconds: float) -> None:
     for found in results.values():
         for problem in found:
@@ -59,11 +56,11 @@ def _summary(results: dict[str, list[Problem]], out: TextIO) -> None:
     failing = sum(1 for found in results.values() if found)
     if problems:
         print(
-            f"{_plural(len(problems), 'problem')} in {failing} of {_plural(len(results), 'flow')}",
+            f"{plural(len(problems), 'problem')} in {failing} of {plural(len(results), 'flow')}",
             file=out,
         )
     else:
-        print(f"{_plural(len(results), 'flow')} valid", file=out)
+        print(f"{plural(len(results), 'flow')} valid", file=out)
 
 
 def _report_json(results: dict[str, list[Problem]], out: TextIO, seconds: float) -> None:

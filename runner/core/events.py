@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
+from runner.core.text import plural, short
+
 
 def now() -> datetime:
     """The current time, in UTC: every stored time is."""
@@ -87,15 +89,6 @@ class UnknownEvent(Event):
         return dict(self.stored_data)
 
 
-def _short(text: str, limit: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'s' * (count != 1)}"
-
-
 @dataclass(frozen=True, kw_only=True)
 class StepFinished(Event):
     """A step ended: its outcome, the route taken, its attempts and duration."""
@@ -108,10 +101,10 @@ class StepFinished(Event):
     error: Mapping[str, Any] | None = None
 
     def describe(self) -> str:
-        text = f"{self.outcome} -> {self.route}  ({_plural(self.attempts, 'attempt')}, "
+        text = f"{self.outcome} -> {self.route}  ({plural(self.attempts, 'attempt')}, "
         text += f"{self.ms:.1f} ms)"
         if self.error:
-            text += f"\n{'':30}error: {_short(self.error['message'], 200)}"
+            text += f"\n{'':30}error: {short(self.error['message'], 200)}"
         return text
 
 
@@ -129,9 +122,7 @@ class AttemptFailed(Event):
 
     def describe(self) -> str:
         wait = f", retry in {self.wait:.2f}s" if self.wait is not None else ""
-        return (
-            f"attempt {self.attempt} failed: {self.error_kind}: {_short(self.message, 120)}{wait}"
-        )
+        return f"attempt {self.attempt} failed: {self.error_kind}: {short(self.message, 120)}{wait}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,7 +161,7 @@ class AlertSent(Event):
     error: str | None = None
 
     def describe(self) -> str:
-        failed = f" ({_short(self.error, 120)})" if self.error else ""
+        failed = f" ({short(self.error, 120)})" if self.error else ""
         return f"alert through {self.tool}: {self.status}{failed}"
 
 
@@ -221,7 +212,7 @@ class AnswerInvalid(Event):
     answer: str | None = None  # what the model wrote (cut to ANSWER_LIMIT characters)
 
     def describe(self) -> str:
-        wrote = f": {_short(self.answer, 120)}" if self.answer else ""
+        wrote = f": {short(self.answer, 120)}" if self.answer else ""
         return f"answer {self.repair + 1} invalid, {self.problem}{wrote}"
 
 

@@ -247,7 +247,11 @@ class Flow:
 
     def step(self, step_id: str) -> Step:
         """The step with this id (KeyError if there is none)."""
-        for step in self.steps:
-            if step.id == step_id:
-                return step
-        raise KeyError(step_id)
+        found = self.find(step_id)
+        if found is None:
+            raise KeyError(step_id)
+        return found
+
+    def find(self, step_id: str | None) -> Step | None:
+        """The step with this id, or None (a position that is an ending, say)."""
+        return next((step for step in self.steps if step.id == step_id), None)

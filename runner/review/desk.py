@@ -21,7 +21,6 @@ from typing import Any
 from runner.core.errors import InputError, StoreError, UsageError
 from runner.core.vocabulary import ENDINGS, DecisionKind, EffectStatus, Outcome, RunStatus
 from runner.lang.compiler import CompiledFlow
-from runner.lang.model import Step
 from runner.lang.schema import instance_problems
 from runner.review.edits import assign, describe_hits, diff, recheck
 from runner.review.proposals import Proposal, build_proposal, content_hash, outputs_of
@@ -153,7 +152,7 @@ class Desk:
             check_upgrade(self.store, record, flow)
         compiled = flow or self.engine.flow(record.flow_digest)
         start = from_step or record.failed_step or compiled.first
-        if start not in {s.id for s in compiled.flow.steps}:
+        if compiled.flow.find(start) is None:
             raise UsageError(f"flow {compiled.flow.name} has no step {start}")
         proposal = self.proposal(record.id, record)
         decision = Decision(
@@ -251,7 +250,7 @@ class Desk:
 
     def _expire(self, record: RunRecord) -> str | None:
         compiled = self.engine.flow(record.flow_digest)
-        step = _stopped_step(compiled, record)
+        step = compiled.flow.find(record.failed_step or record.position)
         seconds, route = step.review_expiry(compiled.flow) if step else (None, "dead_letter")
         waited = f"unreviewed for {seconds:g} s" if seconds else "unreviewed"
         decision = Decision(
@@ -269,7 +268,7 @@ class Desk:
 
     def _overdue_by_policy(self, record: RunRecord, at: datetime) -> bool:
         compiled = self.engine.flow(record.flow_digest)
-        step = _stopped_step(compiled, record)
+        step = compiled.flow.find(record.failed_step or record.position)
         seconds = step.review_expiry(compiled.flow)[0] if step else None
         return seconds is not None and record.updated_at + timedelta(seconds=seconds) <= at
 
@@ -324,11 +323,6 @@ def _decided_value(
     for assignment in sets:
         value = assign(value, assignment)
     return value, changed
-
-
-def _stopped_step(compiled: CompiledFlow, record: RunRecord) -> Step | None:
-    step_id = record.failed_step or record.position
-    return compiled.flow.step(step_id) if step_id in {s.id for s in compiled.flow.steps} else None
 
 
 def _may_decide(proposal: Proposal, by: str) -> None:

@@ -82,9 +82,9 @@ def build_proposal(store: Store, compiled: CompiledFlow, record: RunRecord) -> P
     """The proposal of a stopped run, with what a reviewer should see beside it."""
     flow = compiled.flow
     step_id = record.failed_step or record.position
-    step = _step(flow, step_id)
+    step = flow.find(step_id)
     target = step.review_target() if step is not None else step_id
-    target_step = _step(flow, target)
+    target_step = flow.find(target)
     stored = outputs_of(store, record.id).get(target)
     content = target_step.proposal_of(stored) if target_step is not None else stored
     events = store.events(record.id)
@@ -123,10 +123,6 @@ def last_visit(events: Sequence[Event], step_id: str) -> list[Event]:
         return mine
     start = ends[-2] + 1 if len(ends) > 1 else 0
     return mine[start : ends[-1] + 1]
-
-
-def _step(flow: Flow, step_id: str) -> Step | None:
-    return flow.step(step_id) if step_id in {s.id for s in flow.steps} else None
 
 
 def _in_doubt(events: Sequence[Event]) -> str | None:

@@ -155,7 +155,7 @@ class Engine:
         if flow is not None:
             check_upgrade(self.store, record, flow)
         compiled = flow or self.flow(record.flow_digest)
-        if from_step is not None and from_step not in {s.id for s in compiled.flow.steps}:
+        if from_step is not None and compiled.flow.find(from_step) is None:
             raise StoreError(f"flow {compiled.flow.name} has no step {from_step}")
         reopen: str | None
         if record.status == RunStatus.FAILED:
