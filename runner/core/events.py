@@ -225,11 +225,15 @@ class ConfidenceScored(Event):
     score: float | None
     min: float
     passed: bool
+    gate: str | None = None  # the gate's name, where the step has several
+    fields: list[str] | None = None  # the answer's fields the score is of
+    detail: Mapping[str, Any] | None = None  # how the method came to it (per field, ...)
 
     def describe(self) -> str:
         score = "none" if self.score is None else f"{self.score:.3f}"
         verdict = "passed" if self.passed else "failed"
-        return f"confidence {score} ({self.method}) vs {self.min:g}: {verdict}"
+        of = f" of {', '.join(self.fields)}" if self.fields else ""
+        return f"confidence {score} ({self.gate or self.method}{of}) vs {self.min:g}: {verdict}"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -33,6 +33,7 @@ class LLMRequest:
     tools: Sequence[Mapping[str, Any]] = ()
     step_id: str = ""
     api_base: str | None = None
+    threads: int | None = None  # a local model's CPU threads
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,19 @@ class LLMClient(Protocol):
     """What the engine needs from a model provider."""
 
     def complete(self, request: LLMRequest) -> LLMResponse: ...
+
+
+class Embedder(Protocol):
+    """Text embeddings (the `similarity` gate's): unit-length vectors, one per text."""
+
+    def embed(
+        self,
+        model: str,
+        texts: Sequence[str],
+        *,
+        api_base: str | None = None,
+        timeout_seconds: float | None = None,
+    ) -> list[list[float]]: ...
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import difflib
 import json
 import math
 import random
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -204,16 +205,13 @@ def scripted_response(answer: Any, model: str) -> LLMResponse:
 
 
 def _logprobs(text: str, score: float | None) -> tuple[Any, ...]:
-    """Character tokens; with a score, the second character of every quoted value carries
-    it, so the decisive value's probability comes out as `score`."""
+    """Character tokens; with a score, the first character of every string, `true` and
+    `false` value carries it, so each choice's probability comes out as `score`."""
     tokens = [(char, 0.0, ((char, 0.0),)) for char in text]
     if score is not None and score > 0:
-        position = 0
-        for piece in text.split('"')[1::2]:
-            position = text.index(f'"{piece}"', position) + 1
-            if len(piece) > 1:
-                tokens[position + 1] = (piece[1], math.log(score), ((piece[1], math.log(score)),))
-            position += len(piece) + 1
+        for found in re.finditer(r':\s*("(?=[^"])|(?=true|false))', text):
+            at = found.end()
+            tokens[at] = (text[at], math.log(score), ((text[at], math.log(score)),))
     return tuple(tokens)
 
 

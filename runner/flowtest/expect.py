@@ -19,12 +19,16 @@ def observed(store: Store, run_id: str, effects: Mapping[str, int]) -> dict[str,
     record = store.run(run_id)
     checkpoints = store.checkpoints(run_id)
     retries: dict[str, int] = {}
-    confidence: dict[str, float] = {}
+    confidence: dict[str, float] = {}  # a step's lowest gate score, on its last visit
+    visit: dict[str, list[float]] = {}
     for event in store.events(run_id):
+        step = event.step_id or ""
         if event.kind == "attempt_failed" and event.data.get("wait") is not None:
-            retries[event.step_id or ""] = retries.get(event.step_id or "", 0) + 1
+            retries[step] = retries.get(step, 0) + 1
         if event.kind == "confidence" and event.data.get("score") is not None:
-            confidence[event.step_id or ""] = round(float(event.data["score"]), 3)
+            visit.setdefault(step, []).append(float(event.data["score"]))
+        if event.kind == "step" and step in visit:
+            confidence[step] = round(min(visit.pop(step)), 3)
     return {
         "status": record.status,
         "ending": record.position,

@@ -85,6 +85,13 @@ class ModelSession(Protocol):
     ) -> Answer:
         """An answer that fits `schema`, repairing invalid ones at most `repairs` times."""
 
+    def embed(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+        """Unit-length embeddings of `texts`, one per text (cached by content)."""
+
+    @property
+    def folder(self) -> Path:
+        """The folder of the flow file: where files beside the flow are read from."""
+
 
 class StepRun(Protocol):
     """One visit of a step by the engine: what a step kind's run may use."""
@@ -256,20 +263,32 @@ class PolicyKind(Protocol):
         """Every violation of the rule in `text`."""
 
 
+@dataclass(frozen=True)
+class Scored:
+    """A gate's score in [0, 1] (None: no valid score, which never passes), the answer's
+    fields it is of, and how the method came to it, for the audit trail."""
+
+    score: float | None
+    fields: tuple[str, ...] = ()
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
 class ConfidenceMethod(Protocol):
     """A way to score how sure a model step's answer is."""
 
     name: str
+    logprobs: bool  # the answer must be asked for with token logprobs
 
     def check(self, checks: Checks, step: ModelStep, gate: ConfidenceGate) -> None:
         """Meaning checks on the gate."""
 
-    def answer(
+    def score(
         self,
         session: ModelSession,
         step: ModelStep,
         messages: Sequence[Mapping[str, Any]],
+        answer: Answer,
         gate: ConfidenceGate,
         ctx: Mapping[str, Any],
-    ) -> tuple[Any, float | None]:
-        """The step's answer and its score in [0, 1] (None: no valid score)."""
+    ) -> Scored:
+        """How sure the step's `answer` (to `messages`) is, by this gate."""

@@ -83,6 +83,7 @@ def _model(name: str, raw: str | Mapping[str, Any], ceiling: float) -> Model:
         timeout_seconds=raw.get("timeout_seconds", DEFAULT_MODEL_TIMEOUT),
         retry=retry_policy(raw.get("retry"), RetryPolicy(), ceiling),
         fallbacks=tuple(raw.get("fallbacks", ())),
+        threads=raw.get("threads"),
         path=("models", name),
     )
 

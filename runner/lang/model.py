@@ -53,6 +53,7 @@ class Model:
     timeout_seconds: float = DEFAULT_MODEL_TIMEOUT
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     fallbacks: tuple[str, ...] = ()
+    threads: int | None = None  # local models: CPU threads (None: the usable cores)
     path: Path_ = ()
 
 
@@ -89,13 +90,23 @@ class Policy:
 
 @dataclass(frozen=True, kw_only=True)
 class ConfidenceGate:
-    """A confidence gate: how the score is obtained and the least score that passes."""
+    """A confidence gate: how the score is obtained and the least score that passes.
+    `name` tells a step's gates apart in events and reports: the method, with its place
+    when a step has two gates of one method (`logprobs#2`)."""
 
     method: str
     min: float
-    score: str | None = None
-    samples: int = 5
-    judge: str | None = None
+    name: str = ""
+    path: Path_ = ()
+    score: str | None = None  # field: the template that gives the score
+    samples: int = 5  # agreement: answers sampled
+    temperature: float = 1.0  # agreement: the temperature they are sampled at
+    judge: str | None = None  # judge: the grading model
+    fields: tuple[str, ...] | None = None  # logprobs, agreement: the fields scored
+    examples: str | None = None  # similarity: the labelled examples file, beside the flow
+    text: str | None = None  # similarity: the template of the text compared
+    embedding: str = "local/minilm"  # similarity: the embedding model
+    neighbours: int = 5  # similarity: the nearest examples weighed
 
 
 @dataclass(frozen=True, kw_only=True)

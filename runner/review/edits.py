@@ -7,6 +7,7 @@ import copy
 import json
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from runner.core import templates
@@ -67,6 +68,13 @@ class _NoModel:
         raise UsageError("no model is asked while a person decides")
 
     def ask(self, messages: Sequence[Mapping[str, Any]], schema: Any, **options: Any) -> Answer:
+        raise UsageError("no model is asked while a person decides")
+
+    def embed(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+        raise UsageError("no model is asked while a person decides")
+
+    @property
+    def folder(self) -> Path:
         raise UsageError("no model is asked while a person decides")
 
 

@@ -29,7 +29,7 @@ from runner.core.errors import (
     StoreError,
 )
 from runner.core.events import BudgetReached, StepFinished, now
-from runner.core.llm import LLMClient
+from runner.core.llm import Embedder, LLMClient
 from runner.core.vocabulary import ENDINGS, STOPS, Ending, ErrorKind, Outcome, RunStatus
 from runner.kinds.base import StepResult, ToolCall, attempts_of, failure
 from runner.kinds.registry import STEP_KINDS
@@ -103,6 +103,7 @@ class Engine:
         http_transport: Any = None,
         rng: random.Random | None = None,
         llm: LLMClient | None = None,
+        embedder: Embedder | None = None,
         tools: Mapping[str, ToolCall] | None = None,
         faults: Mapping[str, str] | None = None,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
@@ -122,6 +123,7 @@ class Engine:
         self.hooks: list[RunHook] = list(hooks if hooks is not None else [Alerts()])
         self._faults = dict(faults or {})  # step id -> message: failures flow tests inject
         self._llm = llm
+        self._embedder = embedder
         self._llm_lock = threading.Lock()
         self._flows: dict[str, CompiledFlow] = {}
         self._versions: dict[str, FlowVersion] = {}
@@ -333,7 +335,24 @@ class Engine:
         def retrier(policy: Any, on_attempt: Callable[[Any], None]) -> Retrier:
             return Retrier(policy, self.clock, self.rng, None, on_attempt)
 
-        return Session(compiled.flow, step, self.llm_client(), retrier, state.usage, self.environ)
+        return Session(
+            compiled.flow,
+            step,
+            self.llm_client(),
+            retrier,
+            state.usage,
+            self.environ,
+            self.embedder,
+        )
+
+    def embedder(self) -> Embedder:
+        """Text embeddings: the embedder given, else runner's own (made once)."""
+        with self._llm_lock:
+            if self._embedder is None:
+                from runner.runtime.embeddings import Embeddings
+
+                self._embedder = Embeddings()
+            return self._embedder
 
 
 def _finished(

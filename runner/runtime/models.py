@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from runner.core.errors import LLMError
@@ -45,7 +47,9 @@ class LiteLLMClient:
             raise LLMError(f"model {request.model}: {exc}", "connection") from exc
         started = time.perf_counter()
         try:
-            response = litellm.completion(**kwargs)
+            response = within(request.timeout_seconds, lambda: litellm.completion(**kwargs))
+        except LLMError:
+            raise
         except Exception as exc:
             raise translate_error(litellm, exc, request.model) from exc
         latency = (time.perf_counter() - started) * 1000
@@ -59,6 +63,7 @@ class LiteLLMClient:
             "model": request.model,
             "timeout": request.timeout_seconds,
             "num_retries": 0,
+            "max_retries": 0,  # runner retries, by the flow's policy; the client must not
         }
         if request.model.startswith("local/"):
             if self.local is None:
@@ -68,7 +73,7 @@ class LiteLLMClient:
             kwargs.update(
                 model="openai/" + request.model[len("local/") :],
                 api_key="local",
-                api_base=self.local.api_base(request.model[len("local/") :]),
+                api_base=self.local.api_base(request.model[len("local/") :], request.threads),
             )
         if request.api_base:
             kwargs["api_base"] = request.api_base
@@ -110,6 +115,30 @@ class LiteLLMClient:
             },
         )
         return {"type": "json_object"}
+
+
+def within(seconds: float, call: Callable[[], Any]) -> Any:
+    """`call()`'s result, or a timeout LLMError once `seconds` have passed, whatever the
+    call does meanwhile (a client's own timeout bounds each read, not the whole call; a
+    model served in this process may not answer at all). The call goes on in its thread,
+    and its result is dropped."""
+    outcome: list[Any] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name="runner-model-call", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise LLMError(f"no answer within {seconds:g} s", "timeout")
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 def _response(

@@ -11,12 +11,13 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from runner.core import templates
 from runner.core.errors import Attempt, BudgetExceededError, LLMError, RetriesExhaustedError
 from runner.core.events import ANSWER_LIMIT, AnswerInvalid, AttemptFailed, Event, ModelCalled
-from runner.core.llm import Answer, LLMClient, LLMRequest, LLMResponse
+from runner.core.llm import Answer, Embedder, LLMClient, LLMRequest, LLMResponse
 from runner.core.vocabulary import ErrorKind
 from runner.lang.model import Budget, Flow, Model, Step
 from runner.lang.schema import instance_problems
@@ -57,7 +58,24 @@ class Session:
     retrier: Callable[[Any, Callable[[Attempt], None]], Retrier]
     usage: Usage
     environ: Mapping[str, str] = field(default_factory=dict)
+    embedder: Callable[[], Embedder] | None = None  # made on first use
     events: list[Event] = field(default_factory=list)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.flow.document.file).parent
+
+    def embed(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+        """Embeddings from a named model of the flow or a model string (local/minilm)."""
+        if self.embedder is None:
+            raise LLMError("embeddings are not available here", ErrorKind.HTTP_4XX)
+        chosen = self.model(model)
+        return self.embedder().embed(
+            chosen.model,
+            texts,
+            api_base=self.api_base(chosen),
+            timeout_seconds=self.step.timeout_seconds or chosen.timeout_seconds,
+        )
 
     def model(self, name: str | None) -> Model:
         """A named model of the flow, or a model string used directly."""
@@ -155,6 +173,7 @@ class Session:
                 tools=tools,
                 step_id=self.step.id,
                 api_base=self.api_base(candidate),
+                threads=candidate.threads,
             )
             try:
                 return self._attempt(candidate, request, repair)

@@ -56,10 +56,13 @@ def failed_cases(output: str) -> list[str]:
 
 
 def copy_flow(flow: str, into: Path, test_text: str | None = None) -> Path:
-    """Copy a flow, its tools folder and its test file (or `test_text`) into `into`."""
+    """Copy a flow, its tools folder, its labelled examples and its test file (or
+    `test_text`) into `into`."""
     source = ROOT / flow
     shutil.copytree(source.parent / "tools", into / "tools")
     shutil.copy(source, into / source.name)
+    for examples in source.parent.glob(f"{source.stem}.examples.jsonl"):
+        shutil.copy(examples, into / examples.name)
     test_file = into / (source.stem + ".test.yaml")
     if test_text is None:
         shutil.copy(source.with_name(source.stem + ".test.yaml"), test_file)

@@ -81,7 +81,7 @@ def test_policy_kinds() -> None:
 
 
 def test_confidence_methods() -> None:
-    method = DEFS["confidence"]["properties"]["method"]
+    method = DEFS["gate"]["properties"]["method"]
     assert sorted(method["enum"]) == sorted(registry.CONFIDENCE_METHODS)
     for name, implementation in registry.CONFIDENCE_METHODS.items():
         assert implementation.name == name

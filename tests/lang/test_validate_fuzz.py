@@ -244,12 +244,15 @@ class Mutator:
 
 # -- the property -------------------------------------------------------------------------
 def seed_folder(tmp: Path, seed: Path) -> Path:
-    """A folder for the mutants of `seed`, with a copy of its python tools beside them,
-    so that mutants whose tools still resolve get as far as the meaning checks."""
+    """A folder for the mutants of `seed`, with a copy of its python tools and its
+    labelled examples beside them, so that mutants whose tools and files still resolve
+    get as far as the meaning checks."""
     folder = tmp / seed.stem
     folder.mkdir()
     if (seed.parent / "tools").is_dir():
         shutil.copytree(seed.parent / "tools", folder / "tools")
+    for examples in seed.parent.glob(f"{seed.stem}.examples.jsonl"):
+        shutil.copy(examples, folder / examples.name)
     return folder
 
 

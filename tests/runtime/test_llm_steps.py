@@ -8,13 +8,17 @@ import math
 import random
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
 from runner.core.errors import LLMError
-from runner.kinds.confidence.logprobs import logprob_score
+from runner.core.llm import Answer
+from runner.kinds.confidence.logprobs import KIND as LOGPROBS_METHOD
 from runner.lang.compiler import CompiledFlow
 from runner.lang.load import load_flow
+from runner.lang.model import ConfidenceGate
 from runner.runtime.engine import Engine, RunResult
 from runner.runtime.models import LLMResponse
 from runner.store.records import Event
@@ -272,24 +276,86 @@ def logprobs_response() -> LLMResponse:
     )
 
 
-# By hand: "bill" against its rivals that start an allowed value ("the" does not), then
-# the certainty of the rest of the value ("ing").
-EXPECTED_SHARE = P_BILL / (P_BILL + P_TECH + P_ACC) * P_ING  # 0.6 / 0.95 * 0.9 = 0.5684
+# By hand: "bill" against its rivals that start an allowed value ("the" starts none, so
+# the answer's schema rules it out). Once "bill" is written only "billing" can follow,
+# so "ing" decides nothing and its own probability does not count.
+EXPECTED_SHARE = P_BILL / (P_BILL + P_TECH + P_ACC)  # 0.6 / 0.95 = 0.6316
+
+
+def score_of(tokens: list[tuple[str, dict[str, float]]], value: Any, schema: Any) -> float:
+    """The logprobs score of an answer spelled by `tokens`, each with its alternatives'
+    probabilities (the token's own first)."""
+    listed = tuple(
+        (
+            text,
+            math.log(next(iter(alts.values()))),
+            tuple((a, math.log(p)) for a, p in alts.items()),
+        )
+        for text, alts in tokens
+    )
+    answer = Answer(value, LLMResponse(text="".join(t for t, _ in tokens), logprobs=listed))
+    gate = ConfidenceGate(method="logprobs", min=0.5, name="logprobs")
+    step = cast(Any, SimpleNamespace(id="s", output_schema=schema))
+    scored = LOGPROBS_METHOD.score(cast(Any, None), step, [], answer, gate, {})
+    assert scored.score is not None
+    return scored.score
 
 
 def test_logprob_score_is_the_chosen_values_share_against_its_rivals() -> None:
     response = logprobs_response()
     assert response.text == '{"category": "billing"}'
-    score = logprob_score(response, {"category": "billing"}, CATEGORY)
-    assert score == pytest.approx(0.5684210526, abs=1e-9)
+    tokens = [(t[0], dict((a, math.exp(lp)) for a, lp in t[2])) for t in response.logprobs or ()]
+    score = score_of(tokens, {"category": "billing"}, CATEGORY)
+    assert score == pytest.approx(0.6315789474, abs=1e-9)
     assert score == pytest.approx(EXPECTED_SHARE)
+
+
+def test_logprob_score_folds_case_and_counts_unlisted_mass_as_a_possible_rival() -> None:
+    # "Bill" spells billing too; 0.1 of the mass is not among the alternatives listed.
+    tokens = [
+        ('{"category": "', {'{"category": "': 1.0}),
+        ("bill", {"bill": 0.5, "Bill": 0.2, "tech": 0.2}),
+        ('ing"}', {'ing"}': 0.3}),
+    ]
+    score = score_of(tokens, {"category": "billing"}, CATEGORY)
+    assert score == pytest.approx(0.7 / (0.7 + 0.2 + 0.1))
+
+
+def test_logprob_score_follows_a_value_that_shares_its_start_with_a_rival() -> None:
+    # "pay" and "payout" share "pay": the closing quote decides between them.
+    schema = {"type": "object", "properties": {"action": {"enum": ["pay", "payout", "refund"]}}}
+    tokens = [
+        ('{"action": "', {'{"action": "': 1.0}),
+        ("pay", {"pay": 0.9, "ref": 0.1}),
+        ('"}', {'"}': 0.7, "out": 0.3}),
+    ]
+    assert score_of(tokens, {"action": "pay"}, schema) == pytest.approx(0.9 * 0.7)
+
+
+def test_logprob_score_is_the_lowest_field_and_reads_booleans() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "category": {"enum": ["billing", "technical"]},
+            "urgent": {"type": "boolean"},
+        },
+    }
+    tokens = [
+        ('{"category": "', {'{"category": "': 1.0}),
+        ("billing", {"billing": 0.9, "technical": 0.1}),
+        ('", "urgent": ', {'", "urgent": ': 1.0}),
+        ("true", {"true": 0.6, "false": 0.4}),
+        ("}", {"}": 1.0}),
+    ]
+    value = {"category": "billing", "urgent": True}
+    assert score_of(tokens, value, schema) == pytest.approx(0.6)
 
 
 @pytest.mark.parametrize(
     ("minimum", "status", "passed"),
     [
-        ("0.5", "completed", True),
-        ("0.6", "escalated", False),
+        ("0.6", "completed", True),
+        ("0.65", "escalated", False),
     ],
 )
 def test_logprobs_gate(tmp_path: Path, minimum: str, status: str, passed: bool) -> None:
@@ -304,8 +370,10 @@ def test_logprobs_gate(tmp_path: Path, minimum: str, status: str, passed: bool) 
     assert gate.data["score"] == pytest.approx(EXPECTED_SHARE)
     assert gate.data["min"] == float(minimum)
     assert gate.data["passed"] is passed
+    assert gate.data["fields"] == ["category"]
+    assert gate.data["detail"]["probabilities"]["category"] == pytest.approx(EXPECTED_SHARE)
     if not passed:
-        assert result.reason == "confidence 0.568 below 0.6 (logprobs)"
+        assert result.reason == "confidence 0.632 below 0.65 (logprobs of category)"
 
 
 def test_logprobs_gate_without_logprobs_takes_the_error_route(tmp_path: Path) -> None:
@@ -323,14 +391,16 @@ def test_logprobs_gate_without_logprobs_takes_the_error_route(tmp_path: Path) ->
     run = engine.store.run(result.run_id)
     assert run.failed_step == "classify"
     assert run.error["message"] == (
-        "model openai/gpt-4o-mini returned no token logprobs; use another confidence method with it"
+        "model openai/gpt-4o-mini returned no token logprobs, which the logprobs gate of step "
+        "classify needs: use a model that gives them, or another confidence method"
     )
     assert events(engine, result, "confidence") == []
 
 
 AGREEMENT = CLASSIFY.replace(
     "on_error: dead_letter",
-    "    confidence: {method: agreement, samples: 5, min: MIN}\non_error: dead_letter",
+    "    confidence: {method: agreement, samples: 5, temperature: 0.9, min: MIN}\n"
+    "on_error: dead_letter",
 )
 SAMPLES = [
     {"category": "billing"},
@@ -345,29 +415,46 @@ SAMPLES = [
     ("minimum", "status", "passed", "reason"),
     [
         ("0.5", "completed", True, None),
-        ("0.7", "escalated", False, "confidence 0.600 below 0.7 (agreement)"),
+        ("0.7", "escalated", False, "confidence 0.600 below 0.7 (agreement of category)"),
     ],
 )
 def test_agreement_gate(
     tmp_path: Path, minimum: str, status: str, passed: bool, reason: str | None
 ) -> None:
-    llm = FakeLLM({"classify": list(SAMPLES)})
+    llm = FakeLLM({"classify": [{"category": "billing"}, *SAMPLES]})
     engine = make_engine(llm)
     result = engine.start(load(tmp_path, AGREEMENT.replace("MIN", minimum)), {"text": "x"})
 
     assert result.status == status
     assert result.reason == reason
-    assert len(llm.requests) == 5
+    # the answer at the model's temperature, then five samples at the gate's
+    assert [r.temperature for r in llm.requests] == [0, 0.9, 0.9, 0.9, 0.9, 0.9]
     (gate,) = events(engine, result, "confidence")
     assert gate.data == {
         "method": "agreement",
         "score": 0.6,
         "min": float(minimum),
         "passed": passed,
+        "fields": ["category"],
+        "detail": {"samples": 5, "agreeing": 3, "invalid": 0, "temperature": 0.9},
     }
-    # the output is a majority answer
     assert engine.store.checkpoints(result.run_id)[-1].output == {"category": "billing"}
-    assert engine.store.run(result.run_id).llm_calls == 5
+    assert engine.store.run(result.run_id).llm_calls == 6
+
+
+def test_an_agreement_sample_that_stays_invalid_is_a_dissent(tmp_path: Path) -> None:
+    broken = LLMResponse(text="not json", model="openai/gpt-4o-mini")
+    answers: list[Any] = [{"category": "billing"}, {"category": "billing"}]
+    answers += [broken, broken, broken]  # one sample, repaired twice, stays invalid
+    answers += [{"category": "billing"}] * 3
+    llm = FakeLLM({"classify": answers})
+    engine = make_engine(llm)
+    result = engine.start(load(tmp_path, AGREEMENT.replace("MIN", "0.7")), {"text": "x"})
+
+    (gate,) = events(engine, result, "confidence")
+    assert gate.data["score"] == pytest.approx(0.8)
+    assert gate.data["detail"]["invalid"] == 1
+    assert result.status == "completed"
 
 
 JUDGE = """\
@@ -404,7 +491,13 @@ def test_judge_gate(tmp_path: Path, score: float, status: str, passed: bool) -> 
     assert "Classify: x" in judged.messages[-1]["content"]
     assert '{"category": "billing"}' in judged.messages[-1]["content"]
     (gate,) = events(engine, result, "confidence")
-    assert gate.data == {"method": "judge", "score": score, "min": 0.5, "passed": passed}
+    assert gate.data == {
+        "method": "judge",
+        "score": score,
+        "min": 0.5,
+        "passed": passed,
+        "detail": {"judge": "grader"},
+    }
     if not passed:
         assert result.reason == "confidence 0.200 below 0.5 (judge)"
     assert [e.data["model"] for e in events(engine, result, "llm_call")] == [

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.kinds.confidence.logprobs import logprob_score
+from runner.kinds.confidence.logprobs import value_probability
+from runner.kinds.confidence.scores import choices
 from runner.lang.load import load_flow
 from runner.lang.schema import instance_problems
 from runner.runtime.engine import Engine
@@ -84,7 +85,8 @@ def test_logprobs_come_back_and_score_in_the_unit_interval(answer: LLMResponse) 
         assert alternatives, f"no alternatives for token {token!r}"
         assert all(math.isfinite(lp) and lp <= 0.0 for _, lp in alternatives)
     value, _ = parse_answer(answer.text, SCHEMA)
-    score = logprob_score(answer, value, SCHEMA)
+    (choice,) = choices(SCHEMA)
+    score = value_probability(answer.logprobs, choice, value["category"])
     assert isinstance(score, float)
     assert 0.0 <= score <= 1.0
 

@@ -1,53 +1,64 @@
-"""`agreement` confidence: sample the model several times; the score is the share of
-answers that agree with the majority."""
+"""`agreement` confidence: ask the model again, `samples` times at the gate's declared
+`temperature`; the score is the share of those answers that agree with the step's
+answer on the fields scored. An answer that stays invalid counts as a dissent."""
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from runner.kinds.base import Checks, ModelSession
-from runner.kinds.confidence.scores import decisive_value
+from runner.core.errors import LLMError
+from runner.core.llm import Answer
+from runner.core.vocabulary import ErrorKind
+from runner.kinds.base import Checks, ModelSession, Scored
+from runner.kinds.confidence.scores import check_fields, decisive, gate_choices
 from runner.lang.model import ConfidenceGate, ModelStep
-
-SAMPLING_TEMPERATURE = 0.8  # when the model's own temperature would give one answer
 
 
 class Agreement:
-    """Answers agree when their decisive value (or, without one, their JSON) is equal."""
+    """Answers agree when the fields scored (by default every enum and boolean field;
+    without any, the whole answer) are equal."""
 
     name = "agreement"
+    logprobs = False
 
     def check(self, checks: Checks, step: ModelStep, gate: ConfidenceGate) -> None:
-        """The samples are the model's own answers: nothing to resolve."""
+        check_fields(checks, step, gate, needed=False)
 
-    def answer(
+    def score(
         self,
         session: ModelSession,
         step: ModelStep,
         messages: Sequence[Mapping[str, Any]],
+        answer: Answer,
         gate: ConfidenceGate,
         ctx: Mapping[str, Any],
-    ) -> tuple[Any, float | None]:
-        model = session.model(step.model)
-        temperature = model.temperature if model.temperature else SAMPLING_TEMPERATURE
-        answers = [
-            session.ask(
-                messages,
-                step.output_schema,
-                model=step.model,
-                repairs=step.repairs,
-                temperature=temperature,
-            ).value
-            for _ in range(gate.samples)
-        ]
-        keys = [
-            decisive_value(a, step.output_schema) or json.dumps(a, sort_keys=True) for a in answers
-        ]
-        majority, count = Counter(keys).most_common(1)[0]
-        return answers[keys.index(majority)], count / len(answers)
+    ) -> Scored:
+        fields = gate_choices(gate, step.output_schema)
+        wanted = decisive(answer.value, fields)
+        agreeing = invalid = 0
+        for _ in range(gate.samples):
+            try:
+                sample = session.ask(
+                    messages,
+                    step.output_schema,
+                    model=step.model,
+                    repairs=step.repairs,
+                    temperature=gate.temperature,
+                )
+            except LLMError as exc:
+                if exc.kind != ErrorKind.INVALID_OUTPUT:
+                    raise
+                invalid += 1
+                continue
+            agreeing += decisive(sample.value, fields) == wanted
+        detail = {
+            "samples": gate.samples,
+            "agreeing": agreeing,
+            "invalid": invalid,
+            "temperature": gate.temperature,
+        }
+        return Scored(agreeing / gate.samples, tuple(c.path for c in fields), detail)
 
 
 KIND = Agreement()

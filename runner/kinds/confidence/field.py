@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from runner.core import templates
-from runner.kinds.base import STEP_ROOTS, Checks, ModelSession
+from runner.core.llm import Answer
+from runner.kinds.base import STEP_ROOTS, Checks, ModelSession, Scored
 from runner.kinds.confidence.scores import unit
 from runner.lang.model import ConfidenceGate, ModelStep
 
@@ -15,27 +16,22 @@ class Field:
     """The gate's `score` template, rendered with `output` bound to the answer."""
 
     name = "field"
+    logprobs = False
 
     def check(self, checks: Checks, step: ModelStep, gate: ConfidenceGate) -> None:
-        checks.template(
-            (*step.path, "confidence", "score"),
-            gate.score or "",
-            (*STEP_ROOTS, "output"),
-            step=step,
-        )
+        checks.template((*gate.path, "score"), gate.score or "", (*STEP_ROOTS, "output"), step=step)
 
-    def answer(
+    def score(
         self,
         session: ModelSession,
         step: ModelStep,
         messages: Sequence[Mapping[str, Any]],
+        answer: Answer,
         gate: ConfidenceGate,
         ctx: Mapping[str, Any],
-    ) -> tuple[Any, float | None]:
-        value = session.ask(
-            messages, step.output_schema, model=step.model, repairs=step.repairs
-        ).value
-        return value, unit(templates.render(gate.score or "", {**ctx, "output": value}))
+    ) -> Scored:
+        rendered = templates.render(gate.score or "", {**ctx, "output": answer.value})
+        return Scored(unit(rendered))
 
 
 KIND = Field()

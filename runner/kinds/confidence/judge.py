@@ -6,7 +6,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from runner.kinds.base import Checks, ModelSession
+from runner.core.llm import Answer
+from runner.kinds.base import Checks, ModelSession, Scored
 from runner.kinds.confidence.scores import unit
 from runner.lang.model import ConfidenceGate, ModelStep
 
@@ -21,21 +22,21 @@ class Judge:
     """The judge model's score of how likely the answer is correct and appropriate."""
 
     name = "judge"
+    logprobs = False
 
     def check(self, checks: Checks, step: ModelStep, gate: ConfidenceGate) -> None:
-        checks.model_ref((*step.path, "confidence", "judge"), gate.judge)
+        checks.model_ref((*gate.path, "judge"), gate.judge)
 
-    def answer(
+    def score(
         self,
         session: ModelSession,
         step: ModelStep,
         messages: Sequence[Mapping[str, Any]],
+        answer: Answer,
         gate: ConfidenceGate,
         ctx: Mapping[str, Any],
-    ) -> tuple[Any, float | None]:
-        value = session.ask(
-            messages, step.output_schema, model=step.model, repairs=step.repairs
-        ).value
+    ) -> Scored:
+        value = answer.value
         judged = session.ask(
             [
                 {
@@ -53,7 +54,7 @@ class Judge:
             model=gate.judge,
             repairs=1,
         )
-        return value, unit(judged.value["score"])
+        return Scored(unit(judged.value["score"]), (), {"judge": gate.judge})
 
 
 KIND = Judge()

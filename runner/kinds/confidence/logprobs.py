@@ -1,86 +1,150 @@
-"""`logprobs` confidence: how sure the model was of its choice, from the probabilities
-of the tokens it wrote."""
+"""`logprobs` confidence: how likely the model was to make the choices it made, from the
+probabilities of the tokens it wrote.
+
+For each enum or boolean field the gate scores, the score is the probability of the
+chosen value as a whole token sequence, against the other allowed values: at each token
+of the value, the probability mass of the alternatives that still spell the chosen value
+(case folded: `Billing` counts for `billing`) against those that spell another allowed
+value, and against the mass the model's top alternatives leave unlisted (which might be
+a rival). Where the value written so far can only become the chosen value, the token
+decides nothing and counts 1, so a label the tokenizer splits into many small tokens
+scores what its deciding tokens say. The gate's score is the lowest of its fields.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from runner.core.errors import LLMError
-from runner.core.llm import LLMResponse
+from runner.core.llm import Answer
 from runner.core.vocabulary import ErrorKind
-from runner.kinds.base import Checks, ModelSession
-from runner.kinds.confidence.scores import enum_field
+from runner.kinds.base import Checks, ModelSession, Scored
+from runner.kinds.confidence.scores import ANSWER, Choice, check_fields, gate_choices, value_at
 from runner.lang.model import ConfidenceGate, ModelStep
+
+Token = tuple[str, float, Sequence[tuple[str, float]]]  # text, logprob, top alternatives
 
 
 class Logprobs:
-    """The answer is asked for with token logprobs and scored by `logprob_score`."""
+    """The answer is asked for with token logprobs; each scored field's value gets the
+    probability of its whole token sequence (`value_probability`)."""
 
     name = "logprobs"
+    logprobs = True
 
     def check(self, checks: Checks, step: ModelStep, gate: ConfidenceGate) -> None:
-        """The score comes from the model's own answer: nothing to resolve."""
+        check_fields(checks, step, gate, needed=True)
 
-    def answer(
+    def score(
         self,
         session: ModelSession,
         step: ModelStep,
         messages: Sequence[Mapping[str, Any]],
+        answer: Answer,
         gate: ConfidenceGate,
         ctx: Mapping[str, Any],
-    ) -> tuple[Any, float | None]:
-        answer = session.ask(
-            messages, step.output_schema, model=step.model, repairs=step.repairs, logprobs=True
-        )
-        return answer.value, logprob_score(answer.response, answer.value, step.output_schema)
+    ) -> Scored:
+        tokens = answer.response.logprobs
+        if not tokens:
+            raise LLMError(
+                f"model {answer.response.model} returned no token logprobs, which the "
+                f"logprobs gate of step {step.id} needs: use a model that gives them, or "
+                "another confidence method",
+                ErrorKind.HTTP_4XX,
+            )
+        found: dict[str, float] = {}
+        for choice in gate_choices(gate, step.output_schema):
+            present, value = value_at(answer.value, choice.path)
+            if present:
+                found[choice.path or "answer"] = value_probability(tokens, choice, value)
+        if not found:
+            return Scored(None, (), {"problem": "the answer has none of the fields scored"})
+        return Scored(min(found.values()), tuple(found), {"probabilities": found})
 
 
-def logprob_score(response: LLMResponse, value: Any, schema: Any) -> float:
-    """How sure the model was of its choice. For an enum field: the probability of the
-    chosen value's first token against the first tokens of the other allowed values
-    (from the token's alternatives), times the probability of the value's remaining
-    tokens. Without an enum: the geometric mean probability of all the answer's tokens."""
-    tokens = response.logprobs
-    if not tokens:
-        raise LLMError(
-            f"model {response.model} returned no token logprobs; use another "
-            "confidence method with it",
-            ErrorKind.HTTP_4XX,
-        )
-    found = enum_field(value, schema)
-    span = _value_tokens(tokens, found[0]) if found else []
-    if not found or not span:
-        return math.exp(sum(t[1] for t in tokens) / len(tokens))
-    first, rest = span[0], span[1:]
-    rivals = {
-        alt.strip(): lp
-        for alt, lp in first[2]
-        if alt.strip() and any(_starts(option, alt.strip()) for option in found[1])
-    }
-    rivals[first[0].strip()] = first[1]
-    share = math.exp(first[1]) / sum(math.exp(lp) for lp in rivals.values())
-    return share * math.exp(sum(t[1] for t in rest))
+def literal(value: Any) -> str:
+    """How a value is written in JSON, without the quotes of a string."""
+    written = json.dumps(value, ensure_ascii=False)
+    return written[1:-1] if isinstance(value, str) else written
 
 
-def _starts(option: str, token: str) -> bool:
-    return option.startswith(token) or token.startswith(option)
-
-
-def _value_tokens(tokens: Any, chosen: str) -> list[Any]:
-    """The tokens that spell the chosen value inside the answer's text."""
+def value_probability(tokens: Sequence[Token], choice: Choice, value: Any) -> float:
+    """The probability that the model writes `value` rather than another allowed value
+    of `choice`, from the logprobs of the answer's tokens."""
     text = "".join(t[0] for t in tokens)
-    start = text.find(f'"{chosen}"')
-    start = start + 1 if start >= 0 else text.find(chosen)
-    if start < 0:
-        return []
-    end, position, span = start + len(chosen), 0, []
+    start = _value_start(text, choice.path, value)
+    quote = '"' if isinstance(value, str) else ""
+    target = (literal(value) + quote).casefold()
+    rivals = [
+        (literal(v) + ('"' if isinstance(v, str) else "")).casefold()
+        for v in choice.allowed
+        if v != value
+    ]
+    probability, position = 1.0, 0
     for token in tokens:
-        if position < end and position + len(token[0]) > start:
-            span.append(token)
-        position += len(token[0])
-    return span
+        begins, position = position, position + len(token[0])
+        if position <= start or begins >= start + len(target):
+            continue
+        lead = text[begins:start] if begins < start else ""
+        written = text[start : max(begins, start)].casefold()
+        probability *= _share(token, lead, written, target, rivals)
+    return probability
+
+
+def _share(token: Token, lead: str, written: str, target: str, rivals: list[str]) -> float:
+    """The chance, at this token, of staying on the chosen value rather than turning to
+    a rival (1 when no rival is still possible)."""
+    live = [r for r in rivals if _fits(r, written)]
+    if not live:
+        return 1.0
+    alternatives = dict(token[2])
+    alternatives.setdefault(token[0], token[1])
+    chosen = rival = listed = 0.0
+    for text, logprob in alternatives.items():
+        mass = math.exp(logprob)
+        listed += mass
+        if not text.startswith(lead):
+            continue  # another way of writing what comes before the value
+        going = written + text[len(lead) :].casefold()
+        if _fits(target, going):
+            chosen += mass
+        elif any(_fits(r, going) for r in live):
+            rival += mass
+    unlisted = max(0.0, 1.0 - listed)
+    total = chosen + rival + unlisted
+    return chosen / total if total > 0 else 0.0
+
+
+def _fits(target: str, written: str) -> bool:
+    """Whether text written so far can still be (or already is) `target`."""
+    return target.startswith(written) or written.startswith(target)
+
+
+def _value_start(text: str, path: str, value: Any) -> int:
+    """Where the value at `path` begins in the answer's text (after a string's quote)."""
+    position = 0
+    for name in path.split(".") if path != ANSWER else ():
+        key = re.compile(re.escape(json.dumps(name)) + r"\s*:\s*")
+        found = key.search(text, position)
+        if found is None:
+            raise _not_found(path)
+        position = found.end()
+    written = json.dumps(value, ensure_ascii=False)
+    at = text.find(written, position)
+    if at < 0 or (path != ANSWER and text[position:at].strip()):
+        raise _not_found(path)
+    return at + 1 if isinstance(value, str) else at
+
+
+def _not_found(path: str) -> LLMError:
+    return LLMError(
+        f"cannot find the value of {path or 'the answer'} in the tokens the model wrote",
+        ErrorKind.INVALID_OUTPUT,
+    )
 
 
 KIND = Logprobs()

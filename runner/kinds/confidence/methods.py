@@ -4,8 +4,9 @@ equal these keys."""
 from __future__ import annotations
 
 from runner.kinds.base import ConfidenceMethod
-from runner.kinds.confidence import agreement, field, judge, logprobs
+from runner.kinds.confidence import agreement, field, judge, logprobs, similarity
 
 METHODS: dict[str, ConfidenceMethod] = {
-    method.name: method for method in (field.KIND, logprobs.KIND, agreement.KIND, judge.KIND)
+    method.name: method
+    for method in (field.KIND, logprobs.KIND, agreement.KIND, judge.KIND, similarity.KIND)
 }

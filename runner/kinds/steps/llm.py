@@ -10,26 +10,65 @@ from typing import Any
 from runner.core.errors import StepError
 from runner.core.events import ConfidenceScored
 from runner.core.vocabulary import Ending, Outcome
-from runner.kinds.base import Checks, ModelSession, StepResult, StepRun, model_failure
+from runner.kinds.base import (
+    Checks,
+    ModelSession,
+    Scored,
+    StepResult,
+    StepRun,
+    model_failure,
+)
 from runner.kinds.confidence.methods import METHODS
 from runner.kinds.steps.prompts import check_prompts, messages_for
 from runner.lang.model import DEFAULT_REPAIRS, ConfidenceGate, ModelStep, Step
+from runner.lang.source import Path_
 
 
 @dataclass(frozen=True, kw_only=True)
 class LlmStep(ModelStep):
-    """Ask a model; optionally gate its answer on a confidence score."""
+    """Ask a model; optionally gate its answer on confidence scores (all must pass)."""
 
-    confidence: ConfidenceGate | None
+    gates: tuple[ConfidenceGate, ...]
     on_low_confidence: str
 
     kind = "llm"
 
     def routes(self) -> dict[str, str]:
         routes = super().routes()
-        if self.confidence:
+        if self.gates:
             routes[Outcome.LOW_CONFIDENCE] = self.on_low_confidence
         return routes
+
+
+def build_gates(raw: Any, path: Path_) -> tuple[ConfidenceGate, ...]:
+    """A step's gates: `confidence` is one gate or a list of them."""
+    if raw is None:
+        return ()
+    many = isinstance(raw, list)
+    listed = raw if many else [raw]
+    methods = [g.get("method", "field") for g in listed]
+    gates = []
+    for i, (gate, method) in enumerate(zip(listed, methods, strict=True)):
+        name = method if methods.count(method) == 1 else f"{method}#{methods[:i].count(method) + 1}"
+        fields = gate.get("fields")
+        gates.append(
+            ConfidenceGate(
+                method=method,
+                min=gate["min"],
+                name=name,
+                path=(*path, "confidence", i) if many else (*path, "confidence"),
+                score=gate.get("score"),
+                samples=gate.get("samples", 5),
+                temperature=gate.get("temperature", 1.0),
+                judge=gate.get("judge"),
+                fields=None if fields is None else tuple(fields),
+                examples=gate.get("examples"),
+                text=gate.get("text"),
+                embedding=gate.get("model", "local/minilm"),
+                neighbours=gate.get("neighbours", 5),
+            )
+        )
+    return tuple(gates)
 
 
 class Llm:
@@ -39,16 +78,7 @@ class Llm:
     example: Mapping[str, Any] = {"llm": {"prompt": "Classify: {{ input.text }}"}}
 
     def build(self, raw: Mapping[str, Any], common: dict[str, Any]) -> Step:
-        llm, gate = raw["llm"], raw.get("confidence")
-        confidence = None
-        if gate is not None:
-            confidence = ConfidenceGate(
-                method=gate.get("method", "field"),
-                min=gate["min"],
-                score=gate.get("score"),
-                samples=gate.get("samples", 5),
-                judge=gate.get("judge"),
-            )
+        llm = raw["llm"]
         return LlmStep(
             **common,
             model=llm.get("model"),
@@ -56,15 +86,15 @@ class Llm:
             prompt=llm["prompt"],
             output_schema=llm.get("output"),
             repairs=llm.get("repairs", DEFAULT_REPAIRS),
-            confidence=confidence,
+            gates=build_gates(raw.get("confidence"), common["path"]),
             on_low_confidence=raw.get("on_low_confidence", Ending.HUMAN_REVIEW.value),
         )
 
     def check(self, checks: Checks, step: Step) -> None:
         assert isinstance(step, LlmStep)
         check_prompts(checks, step, (*step.path, "llm"))
-        if step.confidence:
-            METHODS[step.confidence.method].check(checks, step, step.confidence)
+        for gate in step.gates:
+            METHODS[gate.method].check(checks, step, gate)
 
     def run(self, step: Step, visit: StepRun) -> StepResult:
         assert isinstance(step, LlmStep)
@@ -76,29 +106,46 @@ class Llm:
 
     def _answer(self, step: LlmStep, ctx: dict[str, Any], session: ModelSession) -> StepResult:
         messages = messages_for(step.system, step.prompt, ctx)
-        gate = step.confidence
-        if gate is None:
-            answer = session.ask(
-                messages, step.output_schema, model=step.model, repairs=step.repairs
-            )
+        answer = session.ask(
+            messages,
+            step.output_schema,
+            model=step.model,
+            repairs=step.repairs,
+            logprobs=any(METHODS[g.method].logprobs for g in step.gates),
+        )
+        failed = []
+        for gate in step.gates:
+            scored = METHODS[gate.method].score(session, step, messages, answer, gate, ctx)
+            passed = scored.score is not None and scored.score >= gate.min
+            session.events.append(_scored(step, gate, scored, passed))
+            if not passed:
+                failed.append(_shortfall(gate, scored))
+        if not failed:
             return StepResult(Outcome.OK, answer.value, 1, session.events)
-        output, score = METHODS[gate.method].answer(session, step, messages, gate, ctx)
-        passed = score is not None and score >= gate.min
-        session.events.append(
-            ConfidenceScored(
-                step_id=step.id, method=gate.method, score=score, min=gate.min, passed=passed
-            )
-        )
-        if passed:
-            return StepResult(Outcome.OK, output, 1, session.events)
-        shown = "no valid score" if score is None else f"confidence {score:.3f}"
         return StepResult(
-            Outcome.LOW_CONFIDENCE,
-            output,
-            1,
-            session.events,
-            reason=f"{shown} below {gate.min:g} ({gate.method})",
+            Outcome.LOW_CONFIDENCE, answer.value, 1, session.events, reason="; ".join(failed)
         )
+
+
+def _scored(step: LlmStep, gate: ConfidenceGate, scored: Scored, passed: bool) -> ConfidenceScored:
+    return ConfidenceScored(
+        step_id=step.id,
+        method=gate.method,
+        score=scored.score,
+        min=gate.min,
+        passed=passed,
+        gate=gate.name if gate.name != gate.method else None,
+        fields=list(scored.fields) or None,
+        detail=dict(scored.detail) or None,
+    )
+
+
+def _shortfall(gate: ConfidenceGate, scored: Scored) -> str:
+    """Why a gate failed, for the reviewer: `confidence 0.412 below 0.7 (logprobs of
+    category)`."""
+    shown = "no valid score" if scored.score is None else f"confidence {scored.score:.3f}"
+    of = f" of {', '.join(scored.fields)}" if scored.fields else ""
+    return f"{shown} below {gate.min:g} ({gate.name}{of})"
 
 
 KIND = Llm()
