@@ -56,10 +56,16 @@ LAYERS: dict[str, Only | Never] = {
     "runner.core": Only(),
     "runner.lang": Only("runner.core", "runner.kinds"),
     "runner.kinds": Never(
-        "runner.runtime", "runner.store", "runner.cli", "runner.review", "runner.flowtest"
+        "runner.runtime",
+        "runner.store",
+        "runner.cli",
+        "runner.review",
+        "runner.flowtest",
+        "runner.eval",
     ),
     "runner.store": Only("runner.core"),
-    "runner.runtime": Never("runner.cli", "runner.review", "runner.flowtest"),
+    "runner.runtime": Never("runner.cli", "runner.review", "runner.flowtest", "runner.eval"),
+    "runner.eval": Never("runner.cli", "runner.review", "runner.flowtest"),
 }
 
 

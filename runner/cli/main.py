@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     from runner.cli.db import add_db_commands
+    from runner.cli.evaluate import add_eval_command
     from runner.cli.review import add_review_commands
     from runner.cli.runs import add_run_commands
     from runner.cli.test import add_test_command
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_commands(commands)
     add_review_commands(commands)
     add_test_command(commands)
+    add_eval_command(commands)
     add_db_commands(commands)
     return parser
 

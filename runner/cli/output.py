@@ -98,6 +98,50 @@ def events_json(events: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
+def gated(store: Any, run_id: str) -> list[dict[str, Any]]:
+    """Each gated step of a run (its last visit): the values its gates scored and each
+    gate's score, min and verdict."""
+    from runner.core.events import ConfidenceScored, StepFinished
+
+    outputs = {c.step_id: c.output for c in store.checkpoints(run_id)}
+    found: dict[str, dict[str, Any]] = {}
+    visit: dict[str, list[ConfidenceScored]] = {}
+    for event in store.events(run_id):
+        if isinstance(event, ConfidenceScored):
+            visit.setdefault(event.step_id or "", []).append(event)
+        elif isinstance(event, StepFinished) and event.step_id in visit:
+            found[event.step_id] = _gated_step(event.step_id, visit.pop(event.step_id), outputs)
+    return list(found.values())
+
+
+def _gated_step(step: str, gates: list[Any], outputs: dict[str, Any]) -> dict[str, Any]:
+    output = outputs.get(step)
+    fields = dict.fromkeys(f for g in gates for f in g.fields or ())
+    values = {f: output.get(f) for f in fields if isinstance(output, dict) and "." not in f}
+    return {
+        "step": step,
+        "values": values,
+        "gates": [
+            {"gate": g.gate or g.method, "score": g.score, "min": g.min, "passed": g.passed}
+            for g in gates
+        ],
+    }
+
+
+def gated_text(steps: list[dict[str, Any]]) -> str:
+    """`classify: billing (logprobs 0.93, similarity 0.51 < 0.6)`, steps joined by `; `."""
+    parts = []
+    for step in steps:
+        values = ", ".join(str(v) for v in step["values"].values())
+        scores = ", ".join(
+            f"{g['gate']} {'none' if g['score'] is None else format(g['score'], '.2f')}"
+            + ("" if g["passed"] else f" < {g['min']:g}")
+            for g in step["gates"]
+        )
+        parts.append(f"{step['step']}: {values + ' ' if values else ''}({scores})")
+    return "; ".join(parts)
+
+
 def run_json(record: Any) -> dict[str, Any]:
     return {
         "run": record.id,

@@ -13,6 +13,8 @@ from typing import Any, TextIO
 from runner.cli.output import (
     add_store_options,
     events_json,
+    gated,
+    gated_text,
     open_store,
     outcome,
     run_json,
@@ -136,9 +138,12 @@ def _batch(engine: Any, compiled: Any, args: argparse.Namespace, out: TextIO) ->
     started = time.perf_counter()
     progress = _Progress(len(lines)) if sys.stderr.isatty() and args.format == "text" else None
 
+    gates: dict[int, list[dict[str, Any]]] = {}
+
     def done(item: Any) -> None:
+        gates[item.line] = gated(engine.store, item.run_id) if item.run_id else []
         if args.format == "text":
-            print(_batch_line(item), file=out, flush=True)
+            print(_batch_line(item, gates[item.line]), file=out, flush=True)
         if progress:
             progress.advance()
 
@@ -149,7 +154,9 @@ def _batch(engine: Any, compiled: Any, args: argparse.Namespace, out: TextIO) ->
     for item in items:
         counts[item.status] = counts.get(item.status, 0) + 1
     if args.format == "json":
-        json.dump([item.__dict__ for item in items], out, indent=2)
+        json.dump(
+            [{**item.__dict__, "gated": gates.get(item.line, [])} for item in items], out, indent=2
+        )
         out.write("\n")
     else:
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
@@ -163,12 +170,14 @@ def _batch(engine: Any, compiled: Any, args: argparse.Namespace, out: TextIO) ->
 _ORIGIN_NOTES = {"resumed": " (resumed)", "finished": " (already finished)"}
 
 
-def _batch_line(item: Any) -> str:
-    """`line 3: RUN escalated (resumed) at STEP: reason`."""
+def _batch_line(item: Any, gates: list[dict[str, Any]]) -> str:
+    """`line 3: RUN escalated (resumed) at STEP: reason · classify: billing (logprobs
+    0.41 < 0.7)`."""
     note = _ORIGIN_NOTES.get(item.origin or "", "")
     where = f" at {item.at}" if item.at else ""
     why = f": {short(item.reason, 100)}" if item.reason else ""
-    return f"line {item.line}: {item.run_id or '-'} {item.status}{note}{where}{why}"
+    scored = f" · {gated_text(gates)}" if gates else ""
+    return f"line {item.line}: {item.run_id or '-'} {item.status}{note}{where}{why}{scored}"
 
 
 def _origins(items: list[Any]) -> str:
@@ -255,9 +264,14 @@ def _ended_line(ended: dict[str, Any]) -> str:
 def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
     from runner.store.leases import interrupted
 
-    records = open_store(args).list_runs(status=args.status, flow=args.flow, limit=args.limit)
+    store = open_store(args)
+    records = store.list_runs(status=args.status, flow=args.flow, limit=args.limit)
     if args.format == "json":
-        json.dump([{**run_json(r), "interrupted": interrupted(r)} for r in records], out, indent=2)
+        listed = [
+            {**run_json(r), "interrupted": interrupted(r), "gated": gated(store, r.id)}
+            for r in records
+        ]
+        json.dump(listed, out, indent=2)
         out.write("\n")
         return ExitCode.OK
     if not records:

@@ -22,7 +22,8 @@ from runner.core.llm import LLMClient, LLMRequest, LLMResponse, ToolCallRequest
 
 __all__ = ["LLMClient", "LLMRequest", "LLMResponse", "LiteLLMClient", "ToolCallRequest"]
 
-TOP_LOGPROBS = 10  # alternatives per token: enough to weigh a choice against its rivals
+TOP_LOGPROBS = 20  # alternatives per token (the most OpenAI gives): the mass they leave unlisted
+# counts against a choice, so the more are listed, the tighter a logprobs score
 
 
 def _litellm() -> Any:

@@ -142,3 +142,70 @@ def test_a_flow_with_a_logprobs_gate_runs_on_the_local_model(
     run = engine.store.run(result.run_id)
     assert run.llm_calls == 1
     assert run.tokens == calls[0]["prompt_tokens"] + calls[0]["completion_tokens"]
+
+
+SHARED = {
+    "type": "object",
+    "required": ["request"],
+    "additionalProperties": False,
+    "properties": {"request": {"enum": ["password reset", "password change", "other"]}},
+}
+
+
+def test_a_multi_token_value_scores_its_whole_sequence(client: LiteLLMClient) -> None:
+    """Two allowed values share their first token ("password"), so the choice is made at
+    a later token: the score is the product of the shares of every deciding token of the
+    value, not the first token's probability."""
+    response = client.complete(
+        LLMRequest(
+            model=MODEL,
+            messages=[
+                {
+                    "role": "user",
+                    "content": "What does the customer want: password reset, password change "
+                    "or other?\nTicket: I forgot my password and the reset link never came.",
+                }
+            ],
+            schema=SHARED,
+            temperature=0,
+            max_tokens=MAX_TOKENS,
+            timeout_seconds=120,
+            logprobs=True,
+            step_id="classify",
+        )
+    )
+    value, problem = parse_answer(response.text, SHARED)
+    assert problem == "", response.text
+    chosen = value["request"]
+    assert response.logprobs
+    text = "".join(t for t, _, _ in response.logprobs)
+    start = text.index(f'"{chosen}"') + 1
+    spelled, shares, position = "", [], 0
+    for token, logprob, alternatives in response.logprobs:
+        begins, position = position, position + len(token)
+        if begins < start or begins >= start + len(chosen) + 1:
+            continue
+        live = [v for v in SHARED["properties"]["request"]["enum"] if v != chosen]
+        live = [v for v in live if (v + '"').startswith(spelled)]
+        if live:  # a rival is still possible: this token decides
+            probability = {a: math.exp(lp) for a, lp in alternatives}
+            probability.setdefault(token, math.exp(logprob))
+            mine = sum(p for a, p in probability.items() if _fits(chosen + '"', spelled + a))
+            theirs = sum(
+                p
+                for a, p in probability.items()
+                if not _fits(chosen + '"', spelled + a)
+                and any(_fits(v + '"', spelled + a) for v in live)
+            )
+            shares.append(mine / (mine + theirs + max(0.0, 1 - sum(probability.values()))))
+        spelled += token
+    assert chosen.startswith("password")
+    assert len(shares) >= 2, response.logprobs  # the choice is made over several tokens
+    (choice,) = choices(SHARED)
+    score = value_probability(response.logprobs, choice, chosen)
+    assert score == pytest.approx(math.prod(shares), rel=1e-9)
+    assert score < shares[0]  # a later token of the value weighed in
+
+
+def _fits(target: str, written: str) -> bool:
+    return target.startswith(written) or written.startswith(target)
