@@ -167,10 +167,12 @@ def _write(args: argparse.Namespace, out: TextIO, report: str) -> None:
 
 
 class _Progress:
-    """Cases done, on the terminal (a rich progress bar); silent when not a terminal."""
+    """Cases done: a rich progress bar on a terminal, else a line on stderr at every
+    tenth of the cases (for CI logs)."""
 
     def __init__(self, total: int, label: str) -> None:
         self.bar: Any = None
+        self.total, self.label, self.done = total, label, 0
         if sys.stderr.isatty():
             from rich.console import Console
             from rich.progress import Progress
@@ -180,8 +182,11 @@ class _Progress:
             self.bar.start()
 
     def advance(self, _: Any) -> None:
+        self.done += 1
         if self.bar is not None:
             self.bar.advance(self.task)
+        elif self.done * 10 // self.total != (self.done - 1) * 10 // self.total:
+            print(f"runner: {self.label}: {self.done}/{self.total} cases", file=sys.stderr)
 
     def stop(self) -> None:
         if self.bar is not None:

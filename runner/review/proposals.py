@@ -131,10 +131,17 @@ def _in_doubt(events: Sequence[Event]) -> str | None:
 
 
 def _score(events: Sequence[Event]) -> dict[str, Any]:
+    """The score that stopped the run: of the gates that failed (a step may have several),
+    the lowest; without a failed gate, the last gate's."""
     gates = [e for e in events if isinstance(e, ConfidenceScored)]
+    failed = [g for g in gates if not g.passed]
+    if failed:
+        worst = min(failed, key=lambda g: -1.0 if g.score is None else g.score)
+    else:
+        worst = gates[-1] if gates else None
     return {
-        "score": gates[-1].score if gates else None,
-        "method": gates[-1].method if gates else None,
+        "score": worst.score if worst else None,
+        "method": (worst.gate or worst.method) if worst else None,
     }
 
 
