@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runner", description="Run AI agent workflows declared in YAML, durably."
     )
+    parser.add_argument("--version", action="version", version=f"runner {version()}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     from runner.cli.db import add_db_commands
@@ -99,6 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_command(commands)
     add_db_commands(commands)
     return parser
+
+
+DISTRIBUTION = "runner-flows"  # the name runner is installed under (`pip install`)
+
+
+def version() -> str:
+    """The installed release (`pip show runner-flows`), or "unknown" from a bare tree."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def entry() -> None:

@@ -135,10 +135,9 @@ def _score(events: Sequence[Event]) -> dict[str, Any]:
     the lowest; without a failed gate, the last gate's."""
     gates = [e for e in events if isinstance(e, ConfidenceScored)]
     failed = [g for g in gates if not g.passed]
+    worst: ConfidenceScored | None = gates[-1] if gates else None
     if failed:
         worst = min(failed, key=lambda g: -1.0 if g.score is None else g.score)
-    else:
-        worst = gates[-1] if gates else None
     return {
         "score": worst.score if worst else None,
         "method": (worst.gate or worst.method) if worst else None,
