@@ -88,6 +88,7 @@ def test_clopper_pearson_solves_its_definition(k: int, n: int) -> None:
 
 def test_clopper_pearson_matches_the_beta_quantile() -> None:
     from scipy import stats  # a test dependency: an independent implementation
+
     pairs = [(1, 1), (1, 2), (8, 10), (37, 50), (999, 1000), (1, 100_000), (3, 100_000)]
     pairs += [(50_000, 100_000), (99_000, 100_000), (99_999, 100_000)]
     for k, n in pairs:
