@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from runner.cli.db import add_db_commands
     from runner.cli.evaluate import add_eval_command
+    from runner.cli.project import add_project_commands
     from runner.cli.review import add_review_commands
     from runner.cli.runs import add_run_commands
     from runner.cli.test import add_test_command
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_review_commands(commands)
     add_test_command(commands)
     add_eval_command(commands)
+    add_project_commands(commands)
     add_db_commands(commands)
     return parser
 

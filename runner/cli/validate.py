@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from runner.core.errors import FlowError, Problem, UsageError
@@ -17,6 +18,11 @@ def add_validate_commands(commands: Any) -> None:
     validate = commands.add_parser("validate", help="check flow files and report every problem")
     validate.add_argument("paths", nargs="+", metavar="PATH", help="flow files or directories")
     validate.add_argument("--format", choices=("text", "json", "github"), default="text")
+    validate.add_argument(
+        "--force-exclude",
+        action="store_true",
+        help="leave out files named one by one too when [tool.runner] exclude matches them",
+    )
     validate.set_defaults(command=cmd_validate)
 
     graph = commands.add_parser("graph", help="draw a flow's steps and routes")
@@ -26,44 +32,70 @@ def add_validate_commands(commands: Any) -> None:
 
 
 def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
-    from runner.lang.load import expand_paths, load_flow
+    from runner.cli.files import OTHER, TEST, expand, kind_of
 
-    started = time.perf_counter()
-    files = expand_paths(args.paths)
-    if not files:
+    files = expand(args.paths, force_exclude=args.force_exclude)
+    kinds = {path: kind_of(path) for path in files}
+    if not any(kind != OTHER for kind in kinds.values()) and not args.force_exclude:
         raise UsageError("no flow files found in " + ", ".join(args.paths))
     results: dict[str, list[Problem]] = {}
-    for path in files:
-        try:
-            load_flow(path)
-            results[str(path)] = []
-        except FlowError as exc:
-            results[str(path)] = exc.problems
+    for path, kind in kinds.items():
+        if kind != OTHER:
+            results[str(path)] = _problems(path, tests=kind == TEST)
+    tally = Tally(
+        flows=sum(k not in (TEST, OTHER) for k in kinds.values()),
+        tests=sum(k == TEST for k in kinds.values()),
+        skipped=sum(k == OTHER for k in kinds.values()),
+    )
     report = {"text": _report_text, "json": _report_json, "github": _report_github}
-    report[args.format](results, out, time.perf_counter() - started)
+    report[args.format](results, out, tally)
     return ExitCode.FAILED if any(results.values()) else ExitCode.OK
 
 
-def _report_text(results: dict[str, list[Problem]], out: TextIO, seconds: float) -> None:
+@dataclass(frozen=True)
+class Tally:
+    flows: int
+    tests: int
+    skipped: int  # YAML files that are neither flows nor flow tests
+
+    def files(self) -> str:
+        parts = [plural(self.flows, "flow")] if self.flows or not self.tests else []
+        parts += [plural(self.tests, "test file")] if self.tests else []
+        return " and ".join(parts)
+
+
+def _problems(path: Path, *, tests: bool) -> list[Problem]:
+    from runner.flowtest.cases import load_test_file
+    from runner.lang.load import load_flow
+
+    try:
+        load_test_file(path) if tests else load_flow(path)
+    except FlowError as exc:
+        return exc.problems
+    return []
+
+
+def _report_text(results: dict[str, list[Problem]], out: TextIO, tally: Tally) -> None:
     for found in results.values():
         for problem in found:
             print(problem, file=out)
-    _summary(results, out)
+    _summary(results, out, tally)
 
 
-def _summary(results: dict[str, list[Problem]], out: TextIO) -> None:
+def _summary(results: dict[str, list[Problem]], out: TextIO, tally: Tally) -> None:
     problems = [p for found in results.values() for p in found]
     failing = sum(1 for found in results.values() if found)
+    skipped = f"; {plural(tally.skipped, 'other YAML file')} left alone" if tally.skipped else ""
     if problems:
         print(
-            f"{plural(len(problems), 'problem')} in {failing} of {plural(len(results), 'flow')}",
+            f"{plural(len(problems), 'problem')} in {failing} of {tally.files()}{skipped}",
             file=out,
         )
     else:
-        print(f"{plural(len(results), 'flow')} valid", file=out)
+        print(f"{tally.files()} valid{skipped}", file=out)
 
 
-def _report_json(results: dict[str, list[Problem]], out: TextIO, seconds: float) -> None:
+def _report_json(results: dict[str, list[Problem]], out: TextIO, tally: Tally) -> None:
     files = [
         {
             "file": name,
@@ -79,19 +111,22 @@ def _report_json(results: dict[str, list[Problem]], out: TextIO, seconds: float)
     out.write("\n")
 
 
-def _report_github(results: dict[str, list[Problem]], out: TextIO, seconds: float) -> None:
-    def escape(text: str, *, prop: bool = False) -> str:
-        text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-        return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+def github_escape(text: str, *, prop: bool = False) -> str:
+    """Text for a GitHub Actions workflow command: its message (`prop` False) or a
+    property value such as `file=` (`prop` True), escaped as the runner expects."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if prop else text
 
+
+def _report_github(results: dict[str, list[Problem]], out: TextIO, tally: Tally) -> None:
     for found in results.values():
         for p in found:
             print(
-                f"::error file={escape(p.file, prop=True)},line={p.line},col={p.col},"
-                f"title=runner validate::{escape(p.path)}: {escape(p.message)}",
+                f"::error file={github_escape(p.file, prop=True)},line={p.line},col={p.col},"
+                f"title=runner validate::{github_escape(p.path)}: {github_escape(p.message)}",
                 file=out,
             )
-    _summary(results, out)
+    _summary(results, out, tally)
 
 
 def cmd_graph(args: argparse.Namespace, out: TextIO) -> int:

@@ -1,0 +1,109 @@
+"""Which YAML files `runner validate` checks, and as what.
+
+A repository holds flows, their test files (`*.test.yaml`) and YAML that is not
+runner's (CI workflows, compose files, the pre-commit config). Test files are checked
+as test files; a file is a flow when it says so (the flow schema line, or a top-level
+`steps`, or `version` beside a key only flows have); any other YAML is left alone and
+counted as skipped. A file that is not valid YAML at all is checked as a flow, so that
+its problem is reported.
+
+`[tool.runner] exclude = ["glob", ...]` in the nearest pyproject.toml (from the working
+directory up) leaves files out of directories; with `--force-exclude` (what the
+pre-commit hook passes) also files named one by one.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from pathlib import Path
+
+from runner.core.errors import FlowError, UsageError
+
+SUFFIXES = (".yaml", ".yml")
+TEST_SUFFIXES = (".test.yaml", ".test.yml")
+FLOW_ONLY_KEYS = {"models", "tools", "policies", "input", "on_error", "budget", "notify"}
+FLOW, TEST, OTHER = "flow", "test", "other"
+
+
+def expand(paths: list[str], *, force_exclude: bool = False) -> list[Path]:
+    """Files as given; directories expand to the YAML files under them (not in hidden
+    folders), sorted; excluded files left out."""
+    excluded = exclusions()
+    found: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found += sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix in SUFFIXES
+                and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and not excluded(p)
+            )
+        elif not path.exists():
+            raise UsageError(f"no such file or directory: {given}")
+        elif not (force_exclude and excluded(path)):
+            found.append(path)
+    return found
+
+
+def exclusions() -> Excluder:
+    """The exclude patterns of the nearest pyproject.toml's [tool.runner], if any."""
+    for folder in [Path.cwd(), *Path.cwd().parents]:
+        config = folder / "pyproject.toml"
+        if config.is_file():
+            try:
+                data = tomllib.loads(config.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+                raise UsageError(f"cannot read {config}: {exc}") from exc
+            patterns = data.get("tool", {}).get("runner", {}).get("exclude", [])
+            if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+                raise UsageError(f"{config}: [tool.runner] exclude must be a list of globs")
+            return Excluder(folder, patterns)
+    return Excluder(Path.cwd(), [])
+
+
+class Excluder:
+    """Globs relative to the folder of the pyproject.toml that gives them."""
+
+    def __init__(self, root: Path, patterns: list[str]) -> None:
+        self.root = root.resolve()
+        self.patterns = patterns
+
+    def __call__(self, path: Path) -> bool:
+        try:
+            relative = path.resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            return False
+        return any(
+            fnmatch.fnmatch(relative, p) or fnmatch.fnmatch(relative, p.rstrip("/") + "/*")
+            for p in self.patterns
+        )
+
+
+def kind_of(path: Path) -> str:
+    """FLOW, TEST or OTHER (see the module's docstring)."""
+    from runner.lang.source import load_file
+
+    if path.name.endswith(TEST_SUFFIXES):
+        return TEST
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")[:2000]
+    except OSError:
+        return FLOW  # the flow loader says why it cannot be read
+    first = "\n".join(head.splitlines()[:3])  # where the schema line goes
+    if "flowtest.v1.json" in first:
+        return TEST
+    if "flow.v1.json" in first:
+        return FLOW
+    try:
+        data = load_file(path).data
+    except FlowError:
+        return FLOW
+    if not isinstance(data, dict):
+        return OTHER
+    if "steps" in data or ("version" in data and FLOW_ONLY_KEYS & set(data)):
+        return FLOW
+    return OTHER
