@@ -1,17 +1,20 @@
-"""`runner test`: run flow test files offline and report cases, diffs and route coverage."""
+"""`runner test`: run flow test files offline and report cases, diffs and route coverage
+(the reports themselves are in `runner.cli.test_reports`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
-from xml.etree import ElementTree
+from typing import TYPE_CHECKING, Any, TextIO
 
 from runner.core.errors import FlowError, UsageError
 from runner.core.vocabulary import ExitCode
+
+if TYPE_CHECKING:
+    from runner.cli.test_reports import FileReport
 
 
 def add_test_command(commands: Any) -> None:
@@ -23,6 +26,12 @@ def add_test_command(commands: Any) -> None:
         metavar="PATH",
         help="test files, flows (their .test.yaml) or directories",
     )
+    test.add_argument(
+        "--format",
+        choices=("text", "json", "github"),
+        default="text",
+        help="text for people, one JSON document, or GitHub Actions workflow commands",
+    )
     test.add_argument("--junit", metavar="FILE", help="also write JUnit XML here")
     test.add_argument(
         "--min-coverage",
@@ -32,7 +41,10 @@ def add_test_command(commands: Any) -> None:
         help="fail when less than P percent of the routes were exercised",
     )
     test.set_defaults(command=cmd_test)
+    _add_record_command(commands)
 
+
+def _add_record_command(commands: Any) -> None:
     record = commands.add_parser(
         "record", help="run a flow once for real and write it as a test case"
     )
@@ -78,86 +90,52 @@ def find_test_files(paths: list[str]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-BROKEN = "(the test file)"  # the case name of a test file that has problems
-
-
-@dataclass
-class _Tally:
-    """What the test files came to: every case's result, and the routes covered."""
-
-    results: list[Any] = field(default_factory=list)
-    routes: int = 0
-    missing: list[str] = field(default_factory=list)
-
-    @property
-    def cases(self) -> list[Any]:
-        return [r for r in self.results if r.case != BROKEN]
-
-    @property
-    def broken(self) -> int:
-        return len(self.results) - len(self.cases)
-
-    @property
-    def percent(self) -> float:
-        return 100.0 * (self.routes - len(self.missing)) / self.routes if self.routes else 100.0
-
-
 def cmd_test(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.cli.test_reports import REPORTS, Tally, text_file, write_junit
+
     files = find_test_files(args.paths)
     if not files:
         raise UsageError("no flow test files (*.test.yaml) found in " + ", ".join(args.paths))
     started = time.perf_counter()
-    tally = _Tally()
+    tally = Tally(minimum=args.min_coverage)
     for path in files:
-        _test_file(path, tally, out)
-    failed = sum(1 for r in tally.cases if not r.passed)
-    _summary(tally, failed, time.perf_counter() - started, out)
+        report = _test_file(path)
+        tally.files.append(report)
+        if args.format == "text":
+            text_file(report, out)  # as each file is done: a long run shows progress
+    tally.seconds = time.perf_counter() - started
+    REPORTS[args.format](tally, out)
     if args.junit:
-        write_junit(args.junit, tally.results)
-    if tally.percent + 1e-9 < args.min_coverage:
-        print(
-            f"route coverage {tally.percent:.1f}% is below --min-coverage {args.min_coverage:g}%",
-            file=sys.stderr,
-        )
-        return ExitCode.FAILED
-    return ExitCode.FAILED if failed or tally.broken else ExitCode.OK
+        write_junit(args.junit, tally)
+    if tally.below_minimum:
+        print(tally.coverage_message, file=sys.stderr)
+    return ExitCode.OK if tally.passed else ExitCode.FAILED
 
 
-def _test_file(path: Path, tally: _Tally, out: TextIO) -> None:
-    """Run one test file's cases, printing each, and add them to the tally."""
-    from runner.flowtest.cases import CaseResult, coverage, load_test_file, run_case
+def _test_file(path: Path) -> FileReport:
+    """Run one test file's cases; the problems of a file that cannot be loaded."""
+    from runner.cli.test_reports import CaseReport, FileReport
+    from runner.flowtest.cases import coverage, load_test_file, run_case
+    from runner.lang.source import load_file
 
+    report = FileReport(str(path), datetime.now())
+    started = time.perf_counter()
     try:
         test = load_test_file(path)
     except FlowError as exc:
-        for problem in exc.problems:
-            print(problem, file=out)
-        tally.results.append(CaseResult(str(path), BROKEN, [str(p) for p in exc.problems]))
-        return
-    print(str(path), file=out)
+        report.problems = exc.problems
+        return report
+    document = load_file(path)  # loaded above without a problem: only to locate cases
+    report.flow = test.compiled.flow.name
     exercised: set[tuple[str, str]] = set()
     for case in test.cases:
         result = run_case(test, case)
-        tally.results.append(result)
+        where = document.locate(("cases", case.index, "name"))
+        report.cases.append(CaseReport(result, where.line, where.col))
         exercised |= result.routes
-        print(f"  {'PASS' if result.passed else 'FAIL'} {case.name}", file=out)
-        for difference in result.differences:
-            print("       " + difference.replace("\n", "\n       "), file=out)
-    routes, missing = coverage(test.compiled, exercised)
-    tally.routes += routes
-    tally.missing += missing
-    for route in missing:
-        print(f"  route not exercised: {test.compiled.flow.name}: {route}", file=out)
-
-
-def _summary(tally: _Tally, failed: int, seconds: float, out: TextIO) -> None:
-    covered = tally.routes - len(tally.missing)
-    print(f"route coverage: {covered}/{tally.routes} ({tally.percent:.0f}%)", file=out)
-    cases = len(tally.cases)
-    summary = f"{cases} case{'s' * (cases != 1)}: {cases - failed} passed, {failed} failed"
-    if tally.broken:
-        summary += f"; {tally.broken} test file{'s' * (tally.broken != 1)} with problems"
-    print(f"{summary} ({seconds:.1f} s)", file=out)
+    report.routes, report.missing = coverage(test.compiled, exercised)
+    report.seconds = time.perf_counter() - started
+    return report
 
 
 def cmd_record(args: argparse.Namespace, out: TextIO) -> int:
@@ -188,29 +166,3 @@ def cmd_record(args: argparse.Namespace, out: TextIO) -> int:
     else:
         out.write(case_yaml(case))
     return ExitCode.OK
-
-
-def write_junit(path: str, results: list[Any]) -> None:
-    """JUnit XML: a test suite per test file, a test case per case."""
-    suites = ElementTree.Element("testsuites")
-    by_file: dict[str, list[Any]] = {}
-    for result in results:
-        by_file.setdefault(result.file, []).append(result)
-    for file, cases in by_file.items():
-        suite = ElementTree.SubElement(
-            suites,
-            "testsuite",
-            name=file,
-            tests=str(len(cases)),
-            failures=str(sum(not c.passed for c in cases)),
-        )
-        for case in cases:
-            element = ElementTree.SubElement(
-                suite, "testcase", classname=file, name=case.case, time=f"{case.seconds:.3f}"
-            )
-            if not case.passed:
-                failure = ElementTree.SubElement(
-                    element, "failure", message=case.differences[0].splitlines()[0]
-                )
-                failure.text = "\n".join(case.differences)
-    ElementTree.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
