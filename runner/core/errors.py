@@ -18,22 +18,28 @@ failures name the run, the step and the step's line in the flow.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from runner.core.vocabulary import ErrorKind
 
 
 @dataclass(frozen=True, order=True)
 class Problem:
-    """One located problem in an author's file: `file:line:col: path: message`."""
+    """One located problem in an author's file: `file:line:col: path: message`.
+
+    A problem's `severity` is "error" (the file cannot be used) or "warning" (it can,
+    but something looks wrong; printed `file:line:col: warning: path: message`)."""
 
     file: str
     line: int
     col: int
     path: str
     message: str
+    severity: str = "error"
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}: {self.path}: {self.message}"
+        warning = "warning: " if self.severity == "warning" else ""
+        return f"{self.file}:{self.line}:{self.col}: {warning}{self.path}: {self.message}"
 
 
 class RunnerError(Exception):
@@ -89,6 +95,7 @@ class LLMError(StepError):
 
     def __init__(self, message: str, kind: str = "error", retry_after: float | None = None) -> None:
         self.retry_after = retry_after
+        self.detail: str | None = None  # the model library's own words, for the audit trail
         super().__init__(message, kind)
 
 
@@ -109,8 +116,23 @@ class RetriesExhaustedError(StepError):
         self.attempts = attempts
         self.last = last
         count = len(attempts)
-        summary = "; ".join(f"#{a.number} {a.kind}: {a.message}" for a in attempts)
+        summary = attempts_summary(attempts)
         super().__init__(f"failed after {count} attempt{'s' * (count != 1)}: {summary}", last.kind)
+
+
+def attempts_summary(attempts: list[Attempt]) -> str:
+    """Each attempt's error, the same error of attempts in a row said once:
+    `#1-3 http_5xx: the model service answered 500 (a server error): upstream failed`."""
+    runs: list[list[Any]] = []  # [first, last, kind, message]
+    for a in attempts:
+        if runs and runs[-1][2:] == [a.kind, a.message] and runs[-1][1] == a.number - 1:
+            runs[-1][1] = a.number
+        else:
+            runs.append([a.number, a.number, a.kind, a.message])
+    return "; ".join(
+        f"#{first}{f'-{last}' if last != first else ''} {kind}: {message}"
+        for first, last, kind, message in runs
+    )
 
 
 class BudgetExceededError(StepError):

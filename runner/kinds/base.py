@@ -151,10 +151,14 @@ def attempt_events(step: Step, attempts: Sequence[Attempt]) -> list[Event]:
 
 
 def failure(step: Step, exc: StepError, attempts: Sequence[Attempt]) -> StepResult:
-    """The error outcome, carrying every attempt's error (each also an event)."""
+    """The error outcome, carrying every attempt's error (each also an event), and the
+    last error in its library's own words where they differ (`detail`)."""
+    last = getattr(exc, "last", exc)
+    detail = getattr(last, "detail", None)
     error = {
         "kind": exc.kind,
         "message": str(exc),
+        **({"detail": detail} if detail else {}),
         "attempts": [
             {
                 "number": a.number,

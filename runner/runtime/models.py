@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -205,9 +206,33 @@ def translate_error(litellm: Any, exc: Exception, model: str) -> LLMError:
         if isinstance(exc, getattr(litellm.exceptions, name, ())):
             kind = mapped
             break
-    return LLMError(
-        f"model {model}: {type(exc).__name__}: {_first_line(exc)}", kind, _retry_after(exc)
-    )
+    error = LLMError(f"model {model}: {_in_words(exc, kind)}", kind, _retry_after(exc))
+    error.detail = f"{type(exc).__name__}: {_first_line(exc)}"  # the library's own words
+    return error
+
+
+_SAID = {
+    "http_429": "the model service is limiting requests (429)",
+    "timeout": "the model service did not answer in time",
+    "connection": "cannot reach the model service",
+    "http_5xx": "the model service failed ({status}, a server error)",
+    "http_4xx": "the model service refused the request ({status})",
+}
+_REFUSALS = {401: "the API key was not accepted (401)", 403: "access denied (403)",
+             404: "no such model at the service (404)"}  # fmt: skip
+_PREFIX = re.compile(r"^(?:litellm\.)?\w+(?:Error|Exception)(?::| -)\s*", re.IGNORECASE)
+
+
+def _in_words(exc: Exception, kind: str) -> str:
+    """What went wrong, for a person: `the model service failed (500, a server error):
+    upstream failed`, without the library's class names."""
+    status = getattr(exc, "status_code", None)
+    said = _REFUSALS.get(status or 0, "") if kind == "http_4xx" else ""
+    said = said or _SAID.get(kind, "the model call failed").format(status=status or "error")
+    detail = _first_line(exc)
+    while (cut := _PREFIX.sub("", detail, count=1)) != detail:
+        detail = cut  # `InternalServerError: litellm.InternalServerError: ...`, peeled
+    return f"{said}: {detail}" if detail else said
 
 
 def _retry_after(exc: Exception) -> float | None:

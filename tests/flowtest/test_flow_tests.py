@@ -181,8 +181,7 @@ BREAKS = [
         ["the knowledge base times out three times, so a person answers instead of a guess"],
         [
             "ending: expected human_review, got dead_letter (reason: step context failed: "
-            "failed after 3 attempts: #1 timeout: scripted timeout; #2 timeout: scripted "
-            "timeout; #3 timeout: scripted timeout)"
+            "failed after 3 attempts: #1-3 timeout: scripted timeout)"
         ],
         id="fallback-changed-support",
     ),
