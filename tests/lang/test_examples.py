@@ -32,8 +32,10 @@ def flow_files() -> list[Path]:
 
 FLOWS = flow_files()
 IDS = [str(path.relative_to(ROOT)) for path in FLOWS]
-# `    a --> b : label`, `    [*] --> a`, `    done --> [*]`
+# `    s0 --> s1 : label`, `    [*] --> s0`, `    s4 --> [*] : ok`
 EDGE = re.compile(r"^\s+(\S+) --> (\S+)(?: : .*)?$")
+# `    state "classify" as s0`: a step's id is its name; the diagram's ids are generated
+STATE = re.compile(r'^\s+state "([^"]*)" as (\S+)$')
 
 
 def test_discovery_finds_the_shipped_flows() -> None:
@@ -57,12 +59,15 @@ def test_flow_draws_every_step_in_mermaid(path: Path) -> None:
     text = out.getvalue()
     lines = text.splitlines()
     assert lines[0] == "stateDiagram-v2"
-    nodes = set()
+    names, nodes = {}, set()
     for line in lines[1:]:
-        edge = EDGE.match(line)
+        state, edge = STATE.match(line), EDGE.match(line)
+        if state:
+            names[state.group(2)] = state.group(1)
         if edge:
-            nodes |= {edge.group(1), edge.group(2)}
+            nodes |= {names.get(edge.group(1)), names.get(edge.group(2))}
     steps = [step["id"] for step in yaml.safe_load(path.read_text(encoding="utf-8"))["steps"]]
-    assert f"    [*] --> {steps[0]}" in lines
+    first = next(node for node, name in names.items() if name == steps[0])
+    assert f"    [*] --> {first}" in lines
     missing = [step for step in steps if step not in nodes]
     assert not missing, f"steps not drawn: {missing}\n{text}"
