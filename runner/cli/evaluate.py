@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from runner.core.errors import UsageError
+from runner.core.notices import notice
 from runner.core.vocabulary import ExitCode
 
 FORMATS = ("markdown", "json", "html")
@@ -91,7 +92,7 @@ def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     _write(args, out, report)
     regressions = comparison.regressions(args.max_regression)
     for line in regressions:
-        print(f"runner: regression: {line}", file=sys.stderr)
+        notice(f"regression: {line}", level="error")
     return ExitCode.FAILED if regressions else ExitCode.OK
 
 
@@ -161,7 +162,7 @@ def _write(args: argparse.Namespace, out: TextIO, report: str) -> None:
             Path(args.output).write_text(report, encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot write --output {args.output}: {exc.strerror}") from exc
-        print(f"runner: wrote the report to {args.output}", file=sys.stderr)
+        notice(f"wrote the report to {args.output}")
     else:
         out.write(report if report.endswith("\n") else report + "\n")
 
@@ -186,7 +187,9 @@ class _Progress:
         if self.bar is not None:
             self.bar.advance(self.task)
         elif self.done * 10 // self.total != (self.done - 1) * 10 // self.total:
-            print(f"runner: {self.label}: {self.done}/{self.total} cases", file=sys.stderr)
+            notice(
+                f"{self.label}: {self.done}/{self.total} cases", done=self.done, total=self.total
+            )
 
     def stop(self) -> None:
         if self.bar is not None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from runner.core.errors import FlowError, RunnerError, UsageError, crash_report
+from runner.core.notices import FORMATS, notice, use_format
 from runner.core.vocabulary import ExitCode
 
 Command = Callable[[argparse.Namespace, TextIO], int]
@@ -27,24 +28,26 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
         return int(exc.code or 0)
+    if args.log_format:
+        use_format(args.log_format)
     try:
         command: Command = args.command
         return command(args, out)
     except UsageError as exc:
-        print(f"runner: {exc}", file=sys.stderr)
+        notice(str(exc), level="error", kind="usage")
         return ExitCode.USAGE
     except FlowError as exc:  # an author's file: every problem, located, no traceback
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
+            notice(str(problem), level=problem.severity, prefix=False, file=problem.file)
         return ExitCode.FAILED
     except RunnerError as exc:
-        print(f"runner: {exc}", file=sys.stderr)
+        notice(str(exc), level="error")
         return ExitCode.FAILED
     except BrokenPipeError:  # the reader went away (`runner runs | head`): not our bug
         sys.stderr.close()
         return ExitCode.FAILED
     except KeyboardInterrupt as stop:
-        print(_interrupted(stop, args), file=sys.stderr)
+        notice(_interrupted(stop, args), level="warning")
         return ExitCode.INTERRUPTED
     except Exception:
         return _internal_error(args)
@@ -55,12 +58,12 @@ def _interrupted(stop: KeyboardInterrupt, args: argparse.Namespace) -> str:
     at its last checkpoint, for `runner resume`."""
     run_id, position = getattr(stop, "run_id", None), getattr(stop, "position", None)
     if run_id is None:
-        return "runner: interrupted"
+        return "interrupted"
     from runner.store.engines import safe_url
 
     db = getattr(args, "db", None)
     again = f"runner resume {run_id}" + (f" --db {safe_url(db)}" if isinstance(db, str) else "")
-    return f"runner: interrupted run {run_id} at step {position}; continue it with: {again}"
+    return f"interrupted run {run_id} at step {position}; continue it with: {again}"
 
 
 def _internal_error(args: argparse.Namespace) -> int:
@@ -72,9 +75,10 @@ def _internal_error(args: argparse.Namespace) -> int:
     report = crash_report(
         db if isinstance(db, str) else None, flow if isinstance(flow, str) else None
     )
-    print(
-        f"runner: internal error ({name}); this is a bug in runner. The traceback is in {report}",
-        file=sys.stderr,
+    notice(
+        f"internal error ({name}); this is a bug in runner. The traceback is in {report}",
+        level="error",
+        report=str(report),
     )
     return ExitCode.INTERNAL
 
@@ -84,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="runner", description="Run AI agent workflows declared in YAML, durably."
     )
     parser.add_argument("--version", action="version", version=f"runner {version()}")
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=None,
+        help="how notices on stderr are written: text, or json lines for a log collector "
+        "(default: RUNNER_LOG_FORMAT, else text)",
+    )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     from runner.cli.db import add_db_commands

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
+from runner.core.notices import notice
 from runner.core.vocabulary import ExitCode, RunStatus, exit_code
 
 
@@ -42,7 +42,7 @@ def _expire_due(store: Any) -> None:
     from runner.runtime.engine import Engine
 
     for run_id, route in Desk(Engine(store)).expire():
-        print(f"runner: review of run {run_id} expired -> {route}", file=sys.stderr)
+        notice(f"review of run {run_id} expired -> {route}", run=run_id, route=route)
 
 
 def outcome(result: Any, seconds: float, form: str, out: TextIO) -> ExitCode:

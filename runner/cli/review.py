@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,6 +17,7 @@ from runner.cli.output import (
     timeline,
 )
 from runner.core.errors import UsageError
+from runner.core.notices import notice
 from runner.core.vocabulary import ExitCode, RunStatus
 
 QUEUE_LIMIT = 1000  # runs a queue lists (a list sorted by urgency must see them all)
@@ -205,7 +205,7 @@ def cmd_review_approve(args: argparse.Namespace, out: TextIO) -> int:
         expect_hash=args.hash,
         override=args.override,
     )
-    print(f"approved by {who}", file=sys.stderr)
+    notice(f"approved by {who}", prefix=False)
     return outcome(result, 0.0, args.format, out)
 
 
@@ -217,7 +217,7 @@ def cmd_review_reject(args: argparse.Namespace, out: TextIO) -> int:
     if result.status == RunStatus.REJECTED:
         print(f"run {result.run_id} rejected by {who}: {args.reason}", file=out)
         return ExitCode.OK
-    print(f"rejected by {who}: {args.reason}", file=sys.stderr)
+    notice(f"rejected by {who}: {args.reason}", prefix=False)
     return outcome(result, 0.0, args.format, out)
 
 

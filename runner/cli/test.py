@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from runner.core.errors import FlowError, UsageError
+from runner.core.notices import notice
 from runner.core.vocabulary import ExitCode
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def cmd_test(args: argparse.Namespace, out: TextIO) -> int:
     if args.junit:
         write_junit(args.junit, tally)
     if tally.below_minimum:
-        print(tally.coverage_message, file=sys.stderr)
+        notice(tally.coverage_message, level="error", prefix=False)
     return ExitCode.OK if tally.passed else ExitCode.FAILED
 
 

