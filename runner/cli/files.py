@@ -8,8 +8,10 @@ counted as skipped. A file that is not valid YAML at all is checked as a flow, s
 its problem is reported.
 
 `[tool.runner] exclude = ["glob", ...]` in the nearest pyproject.toml (from the working
-directory up) leaves files out of directories; with `--force-exclude` (what the
-pre-commit hook passes) also files named one by one.
+directory up) leaves files out of directories. A file named on the command line is
+checked as a test file or a flow, by its name; with `--force-exclude` (what the
+pre-commit hook passes) named files are treated like found ones: excluded when they
+match, and left alone when they are not runner's.
 """
 
 from __future__ import annotations
@@ -26,26 +28,29 @@ FLOW_ONLY_KEYS = {"models", "tools", "policies", "input", "on_error", "budget", 
 FLOW, TEST, OTHER = "flow", "test", "other"
 
 
-def expand(paths: list[str], *, force_exclude: bool = False) -> list[Path]:
-    """Files as given; directories expand to the YAML files under them (not in hidden
-    folders), sorted; excluded files left out."""
+def expand(paths: list[str], *, force_exclude: bool = False) -> list[tuple[Path, bool]]:
+    """(file, found) pairs: files as given, and directories expanded to the YAML files
+    under them (not in hidden folders), sorted; excluded files left out. `found` is
+    False for a file named on the command line, which is checked as what its name says
+    (a test file or a flow) even when it looks like neither; `force_exclude` treats
+    named files like found ones (the pre-commit hook names every YAML file it sees)."""
     excluded = exclusions()
-    found: list[Path] = []
+    found: list[tuple[Path, bool]] = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found += sorted(
-                p
-                for p in path.rglob("*")
+            found += [
+                (p, True)
+                for p in sorted(path.rglob("*"))
                 if p.suffix in SUFFIXES
                 and p.is_file()
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
                 and not excluded(p)
-            )
+            ]
         elif not path.exists():
             raise UsageError(f"no such file or directory: {given}")
         elif not (force_exclude and excluded(path)):
-            found.append(path)
+            found.append((path, force_exclude))
     return found
 
 
@@ -83,12 +88,15 @@ class Excluder:
         )
 
 
-def kind_of(path: Path) -> str:
-    """FLOW, TEST or OTHER (see the module's docstring)."""
+def kind_of(path: Path, *, found: bool = True) -> str:
+    """FLOW, TEST or OTHER (see the module's docstring); a named file (`found` False)
+    is never OTHER."""
     from runner.lang.source import load_file
 
     if path.name.endswith(TEST_SUFFIXES):
         return TEST
+    if not found:
+        return FLOW
     try:
         head = path.read_text(encoding="utf-8", errors="replace")[:2000]
     except OSError:

@@ -35,7 +35,7 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     from runner.cli.files import OTHER, TEST, expand, kind_of
 
     files = expand(args.paths, force_exclude=args.force_exclude)
-    kinds = {path: kind_of(path) for path in files}
+    kinds = {path: kind_of(path, found=found) for path, found in files}
     if not any(kind != OTHER for kind in kinds.values()) and not args.force_exclude:
         raise UsageError("no flow files found in " + ", ".join(args.paths))
     results: dict[str, list[Problem]] = {}
@@ -49,7 +49,7 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     )
     report = {"text": _report_text, "json": _report_json, "github": _report_github}
     report[args.format](results, out, tally)
-    return ExitCode.FAILED if any(results.values()) else ExitCode.OK
+    return ExitCode.FAILED if _errors(results) else ExitCode.OK
 
 
 @dataclass(frozen=True)
@@ -65,14 +65,21 @@ class Tally:
 
 
 def _problems(path: Path, *, tests: bool) -> list[Problem]:
+    """A file's problems: errors, and a flow's warnings (which do not fail it)."""
     from runner.flowtest.cases import load_test_file
     from runner.lang.load import load_flow
 
     try:
-        load_test_file(path) if tests else load_flow(path)
+        if tests:
+            load_test_file(path)
+            return []
+        return list(load_flow(path).warnings)
     except FlowError as exc:
         return exc.problems
-    return []
+
+
+def _errors(results: dict[str, list[Problem]]) -> list[Problem]:
+    return [p for found in results.values() for p in found if p.severity == "error"]
 
 
 def _report_text(results: dict[str, list[Problem]], out: TextIO, tally: Tally) -> None:
@@ -83,31 +90,39 @@ def _report_text(results: dict[str, list[Problem]], out: TextIO, tally: Tally) -
 
 
 def _summary(results: dict[str, list[Problem]], out: TextIO, tally: Tally) -> None:
-    problems = [p for found in results.values() for p in found]
-    failing = sum(1 for found in results.values() if found)
-    skipped = f"; {plural(tally.skipped, 'other YAML file')} left alone" if tally.skipped else ""
-    if problems:
-        print(
-            f"{plural(len(problems), 'problem')} in {failing} of {tally.files()}{skipped}",
-            file=out,
-        )
+    errors = _errors(results)
+    warnings = sum(len(found) for found in results.values()) - len(errors)
+    failing = len({p.file for p in errors})
+    notes = f"; {plural(warnings, 'warning')}" if warnings else ""
+    notes += f"; {plural(tally.skipped, 'other YAML file')} left alone" if tally.skipped else ""
+    if errors:
+        print(f"{plural(len(errors), 'problem')} in {failing} of {tally.files()}{notes}", file=out)
     else:
-        print(f"{tally.files()} valid{skipped}", file=out)
+        print(f"{tally.files()} valid{notes}", file=out)
 
 
 def _report_json(results: dict[str, list[Problem]], out: TextIO, tally: Tally) -> None:
     files = [
         {
             "file": name,
-            "valid": not found,
+            "valid": not any(p.severity == "error" for p in found),
             "problems": [
-                {"line": p.line, "col": p.col, "path": p.path, "message": p.message} for p in found
+                {
+                    "line": p.line,
+                    "col": p.col,
+                    "path": p.path,
+                    "message": p.message,
+                    "severity": p.severity,
+                }
+                for p in found
             ],
         }
         for name, found in results.items()
     ]
-    total = sum(len(found) for found in results.values())
-    json.dump({"valid": total == 0, "problems": total, "files": files}, out, indent=2)
+    errors = len(_errors(results))
+    warnings = sum(len(found) for found in results.values()) - errors
+    summary = {"valid": errors == 0, "problems": errors, "warnings": warnings}
+    json.dump({**summary, "files": files}, out, indent=2)
     out.write("\n")
 
 
@@ -122,7 +137,8 @@ def _report_github(results: dict[str, list[Problem]], out: TextIO, tally: Tally)
     for found in results.values():
         for p in found:
             print(
-                f"::error file={github_escape(p.file, prop=True)},line={p.line},col={p.col},"
+                f"::{p.severity} file={github_escape(p.file, prop=True)},line={p.line},"
+                f"col={p.col},"
                 f"title=runner validate::{github_escape(p.path)}: {github_escape(p.message)}",
                 file=out,
             )

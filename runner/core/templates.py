@@ -71,6 +71,8 @@ def parse_expression(text: str) -> nodes.Template:
     try:
         _expression(text)
     except jinja2.TemplateSyntaxError as exc:
+        if isinstance(exc, jinja2.TemplateAssertionError) and any(unknown_filters(tree)):
+            return tree  # an unknown filter or test: the flow checker names it and its fix
         message = (
             "one expression only, and nothing after it"
             if exc.message == "chunk after expression"
@@ -86,6 +88,18 @@ def references(tree: nodes.Node) -> list[Reference]:
     """Every outside name the template reads, with the constant attribute path after it."""
     local = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     return [r for r in _walk(tree) if r.root not in local and r.root not in _JINJA_GLOBALS]
+
+
+def unknown_filters(tree: nodes.Node) -> Iterator[tuple[str, str, list[str]]]:
+    """(`filter` or `test`, its name, the names runner's environment has) for each filter
+    (`x | lower`) or test (`x is odd`) the template uses that the environment lacks:
+    jinja finds out only when the template is rendered."""
+    env = environment()
+    for node in tree.find_all((nodes.Filter, nodes.Test)):
+        filter_ = isinstance(node, nodes.Filter)
+        known = env.filters if filter_ else env.tests
+        if node.name not in known:
+            yield "filter" if filter_ else "test", node.name, sorted(known)
 
 
 def _walk(node: nodes.Node) -> Iterator[Reference]:

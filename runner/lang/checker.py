@@ -7,8 +7,8 @@ collected, then reported at once.
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from runner.core import templates
@@ -16,20 +16,18 @@ from runner.core.env_reads import MAPPING_NAMES, EnvRead, environment_reads
 from runner.core.errors import Problem
 from runner.core.vocabulary import ENDINGS, Ending, Outcome
 from runner.kinds.registry import POLICY_KINDS, STEP_KINDS, TOOL_KINDS
-from runner.lang.model import Flow, Step
+from runner.lang import model_names
+from runner.lang.fields import schema_field, suggest, text_answer
+from runner.lang.model import ConfidenceGate, Flow, Step
 from runner.lang.routes import availability, can_exit, edges, loop_of, reachable
 from runner.lang.schema import schema_problems
 from runner.lang.source import Path_, strings_in
+from runner.lang.tool_reads import Read, misspelled
 
 RUN_FIELDS = ("id", "flow")
 ALERT_RUN_FIELDS = ("id", "flow", "status", "step", "reason")
 NOTIFY_ROOTS = ("run", "input", "env", "secret")
 STEP_FIELDS = ("output",)
-
-
-def _suggest(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f"; did you mean `{close[0]}`?" if close else ""
 
 
 class Checker:
@@ -42,9 +40,15 @@ class Checker:
         self.ids = [s.id for s in flow.steps]
         self.available: dict[str, frozenset[str]] = {}
         self.valid: dict[int, bool] = {}  # id of an author's schema -> whether it is valid
+        self.reads: list[Read] = []  # `steps.X.output...` read by templates, for warnings
+        self.folder = Path(self.doc.file).parent
 
     def add(self, path: Path_, message: str, *, key: bool = False) -> None:
         self.problems.append(self.doc.problem(path, message, key=key))
+
+    def warn(self, path: Path_, message: str) -> None:
+        """Report something that looks wrong but does not stop the flow from running."""
+        self.problems.append(self.doc.problem(path, message, severity="warning"))
 
     def run(self) -> list[Problem]:
         self.step_ids()
@@ -60,13 +64,16 @@ class Checker:
             POLICY_KINDS[policy.kind].check(self, policy)
         for step in self.flow.steps:
             STEP_KINDS[step.kind].check(self, step)
+            self.embedding_models(step)
+        for path, message in misspelled(self.flow, self.reads):
+            self.warn(path, message)
         return sorted(set(self.problems))
 
     def known(self, path: Path_, what: str, name: str, names: Mapping[str, Any]) -> bool:
         """Report `unknown <what> `name`` (with "did you mean") unless it is in `names`."""
         if name in names:
             return True
-        self.add(path, f"unknown {what} `{name}`{_suggest(name, names)}")
+        self.add(path, f"unknown {what} `{name}`{suggest(name, names)}")
         return False
 
     # -- ids and routes ---------------------------------------------------------------
@@ -115,7 +122,7 @@ class Checker:
         if dest not in targets:
             self.add(
                 path,
-                f"unknown route `{dest}`: not a step id nor an ending{_suggest(dest, targets)}",
+                f"unknown route `{dest}`: not a step id nor an ending{suggest(dest, targets)}",
             )
         elif error and dest == Ending.DONE:
             self.add(
@@ -196,11 +203,19 @@ class Checker:
 
     def models(self) -> None:
         for model in self.flow.models.values():
+            written = (*model.path, "model")
+            message = model_names.declared(model.model, self.folder)
+            if message:
+                self.add(written if written in self.doc.values else model.path, message)
             if model.api_base:
                 self.template((*model.path, "api_base"), model.api_base, ("env",))
             for i, name in enumerate(model.fallbacks):
                 if name not in self.flow.models and "/" not in name:
                     self.model_ref((*model.path, "fallbacks", i), name)
+                elif name not in self.flow.models:
+                    message = model_names.declared(name, self.folder)
+                    if message:
+                        self.add((*model.path, "fallbacks", i), message)
 
     def model_ref(self, path: Path_, name: str | None) -> None:
         models = self.flow.models
@@ -210,8 +225,32 @@ class Checker:
             self.add(
                 path,
                 f"unknown model `{name}`: not a name under `models` nor a "
-                f"`provider/model` string{_suggest(name, models)}",
+                f"`provider/model` string{suggest(name, models)}",
             )
+        else:
+            self.model_use(path, name, embedding=False)
+
+    def model_use(self, path: Path_, name: str | None, *, embedding: bool) -> None:
+        """Check that the model `name` (a name under `models`, else a model string) can
+        answer prompts, or embed texts."""
+        chosen = self.flow.models.get(name or "default")
+        if chosen is not None:  # its model string is checked where it is declared
+            message = model_names.misused(chosen.model, embedding=embedding, name=chosen.name)
+        elif name is not None:
+            message = model_names.declared(name, self.folder)
+            message = message or model_names.misused(name, embedding=embedding)
+        else:
+            return
+        if message:
+            self.add(path, message)
+
+    def embedding_models(self, step: Step) -> None:
+        """The embedding model of each similarity gate of `step`."""
+        for gate in getattr(step, "gates", ()):
+            if isinstance(gate, ConfidenceGate) and gate.method == "similarity":
+                written = (*gate.path, "model")
+                where = written if written in self.doc.values else gate.path
+                self.model_use(where, gate.embedding, embedding=True)
 
     # -- templates ----------------------------------------------------------------------
     def template(
@@ -234,10 +273,15 @@ class Checker:
             what = "expression" if expression else "template"
             self.add(path, f"{what} does not parse: {exc}")
             return
+        for kind, name, known in templates.unknown_filters(tree):
+            hint = suggest(name, known, cutoff=0.75) or f": jinja has no {kind} of that name"
+            self.add(path, f"unknown {kind} `{name}`{hint}")
         for ref in templates.references(tree):
             message = self.reference(ref, roots, step)
             if message:
                 self.add(path, message)
+            if ref.root == "steps" and len(ref.chain) > 1 and ref.chain[1] == "output":
+                self.reads.append(Read(path, str(ref.chain[0]), ref.chain[2:]))
         for read in environment_reads(tree):
             message = _environment_read(read) if read.root in roots else None
             if message:
@@ -253,17 +297,17 @@ class Checker:
         if ref.root not in roots:
             listed = ", ".join(roots)
             return (
-                f"unknown name `{ref.root}`: templates here read {listed}"
-                f"{_suggest(ref.root, roots)}"
+                f"unknown name `{ref.root}`: templates here read {listed}{suggest(ref.root, roots)}"
             )
         chain = ref.chain
         if ref.root == "input":
-            return _schema_field(self.sound(self.flow.input_schema), chain, "input")
+            return schema_field(self.sound(self.flow.input_schema), chain, "input")
         fields = ALERT_RUN_FIELDS if roots == NOTIFY_ROOTS else RUN_FIELDS
         if ref.root == "run" and chain and chain[0] not in fields:
             return f"`run.{chain[0]}` does not exist: run has {', '.join(fields)}"
         if ref.root == "output" and step is not None:
-            return _schema_field(self.sound(step.output_schema_in(self.flow)), chain, "output")
+            schema = self.sound(step.output_schema_in(self.flow))
+            return text_answer(step, chain, "output") or schema_field(schema, chain, "output")
         if ref.root == "steps" and chain and step is not None:
             return self.step_reference(step, chain)
         return None
@@ -271,7 +315,7 @@ class Checker:
     def step_reference(self, step: Step, chain: tuple[str | int, ...]) -> str | None:
         target = str(chain[0])
         if target not in self.ids:
-            return f"`steps.{target}` is not a step{_suggest(target, self.ids)}"
+            return f"`steps.{target}` is not a step{suggest(target, self.ids)}"
         if len(chain) > 1 and chain[1] not in STEP_FIELDS:
             return f"`steps.{target}.{chain[1]}` does not exist: a step has `output`"
         if target not in self.available.get(step.id, frozenset()):
@@ -282,8 +326,9 @@ class Checker:
         shadowed = self.shadowed(step, chain)
         if shadowed:
             return shadowed
-        schema = self.flow.step(target).output_schema_in(self.flow)
-        return _schema_field(self.sound(schema), chain[2:], f"steps.{target}.output")
+        read, name = self.flow.step(target), f"steps.{target}.output"
+        schema = self.sound(read.output_schema_in(self.flow))
+        return text_answer(read, chain[2:], name) or schema_field(schema, chain[2:], name)
 
     def shadowed(self, step: Step, chain: tuple[str | int, ...]) -> str | None:
         """A message if `step` reads a value that a person may have changed at an
@@ -325,28 +370,6 @@ def _environment_read(read: EnvRead) -> str | None:
             "be inserted as it is (alone, or joined with `~`), so that runner can "
             "recognise it and keep it out of what it stores"
         )
-    return None
-
-
-def _schema_field(schema: Any, chain: tuple[str | int, ...], name: str) -> str | None:
-    """A message if a closed schema cannot hold the field `chain` reads, else None."""
-    spelled = name
-    for part in chain:
-        if not isinstance(schema, dict):
-            return None
-        if isinstance(part, int) or schema.get("type") == "array":
-            schema, spelled = schema.get("items"), f"{spelled}[{part}]"
-            continue
-        properties = schema.get("properties", {})
-        if part in properties:
-            schema, spelled = properties[part], f"{spelled}.{part}"
-        elif schema.get("additionalProperties") is False and not schema.get("patternProperties"):
-            return (
-                f"`{spelled}.{part}` cannot exist: the schema of `{spelled}` allows "
-                f"{', '.join(properties) or 'no fields'}{_suggest(str(part), properties)}"
-            )
-        else:
-            return None
     return None
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from runner.core.errors import FlowError
+from runner.core.errors import FlowError, Problem
 from runner.core.vocabulary import ENDINGS
 from runner.lang.checker import meaning_problems
 from runner.lang.model import Flow
@@ -15,10 +15,12 @@ from runner.lang.routes import Edge, edges
 
 @dataclass(frozen=True)
 class CompiledFlow:
-    """A flow that passed every check, with its routes as a graph."""
+    """A flow that passed every check, with its routes as a graph, and the warnings its
+    checks gave (what looks wrong but does not stop it from running)."""
 
     flow: Flow
     edges: tuple[Edge, ...]
+    warnings: tuple[Problem, ...] = ()
     first: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -33,11 +35,12 @@ class CompiledFlow:
 
 
 def compile_flow(flow: Flow) -> CompiledFlow:
-    """Check the meaning of `flow` and compile it; FlowError lists every problem."""
+    """Check the meaning of `flow` and compile it; FlowError lists every problem (its
+    warnings too) if any is an error."""
     problems = meaning_problems(flow)
-    if problems:
+    if any(p.severity == "error" for p in problems):
         raise FlowError(problems)
-    return CompiledFlow(flow, tuple(edges(flow)))
+    return CompiledFlow(flow, tuple(edges(flow)), tuple(problems))
 
 
 class Position:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import re
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -101,6 +102,9 @@ def _spell(path: Path_) -> str:
     return spell_path(path).replace("(top level)", "(the value)")
 
 
+# `key:value` without the space after `:` that would make it a key and its value.
+_NO_SPACE = re.compile(r"(?P<key>[A-Za-z_][\w.-]*):(?P<rest>[^\s/:].*)")
+
 # Keywords whose generic wording helps nobody: a schema's `x-message` replaces it.
 _OPAQUE = {"pattern", "not", "anyOf", "oneOf"}
 
@@ -171,10 +175,10 @@ def _message(error: ValidationError) -> tuple[bool, str]:
         return False, str(error.schema["x-message"]).format(value=_show(error.instance))
     kind, value, schema = error.validator, error.validator_value, error.schema
     if kind == "required":
-        missing = [k for k in value if k not in error.instance]
-        return True, f"missing required key `{missing[0]}`"
+        return True, f"missing required key `{_missing_key(error)}`"
     if kind == "type":
-        return False, f"expected {_expected(value)}, found {_found(error.instance)}"
+        found = f"expected {_expected(value)}, found {_found(error.instance)}"
+        return False, found + _key_without_space(value, error.instance)
     if kind == "enum":
         return False, _enum_message(error.instance, value)
     if kind == "const":
@@ -183,6 +187,23 @@ def _message(error: ValidationError) -> tuple[bool, str]:
         needed = next(k for k in value[_dependent_key(error)] if k not in error.instance)
         return False, f"`{_dependent_key(error)}` needs `{needed}` beside it"
     return False, _bounds_message(kind, value, error.instance, schema) or error.message
+
+
+def _missing_key(error: ValidationError) -> str:
+    """The key a `required` error is about: jsonschema makes one error per missing key,
+    each carrying the whole list, and names its key (quoted by repr) in its message."""
+    missing = [k for k in error.validator_value if k not in error.instance]
+    named = [k for k in missing if error.message.startswith(f"{k!r} ")]
+    return str((named or missing)[0])
+
+
+def _key_without_space(expected: str | list[str], instance: Any) -> str:
+    """A hint for `model:gpt` where a mapping was expected: YAML needs `model: gpt`."""
+    found = _NO_SPACE.fullmatch(instance) if isinstance(instance, str) else None
+    if found is None or "object" not in ([expected] if isinstance(expected, str) else expected):
+        return ""
+    key, rest = found["key"], found["rest"]
+    return f"; to write the key `{key}` and its value, put a space after the `:`: `{key}: {rest}`"
 
 
 def _dependent_key(error: ValidationError) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from runner.core.errors import FlowError, Problem
+from runner.lang.yaml_errors import explain
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 64
@@ -62,10 +63,12 @@ class Document:
                 return found or Location(1, 1)
             path = path[:-1]
 
-    def problem(self, path: Path_, message: str, *, key: bool = False) -> Problem:
+    def problem(
+        self, path: Path_, message: str, *, key: bool = False, severity: str = "error"
+    ) -> Problem:
         """A problem located at `path`, with the path spelled as the author sees it."""
         where = self.locate(path, key=key)
-        return Problem(self.file, where.line, where.col, spell_path(path), message)
+        return Problem(self.file, where.line, where.col, spell_path(path), message, severity)
 
 
 def spell_path(path: Path_) -> str:
@@ -135,6 +138,8 @@ def _yaml_problem(name: str, text: str, exc: yaml.MarkedYAMLError) -> Problem:
         )
     elif mark is not None and text[mark.index : mark.index + 1] == "\t":
         what = "a tab character: YAML is indented with spaces"
+    elif explained := explain(text, exc):
+        return Problem(name, *explained[:2], "(file)", explained[2])
     line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     return Problem(name, line, col, "(file)", f"invalid YAML: {what}")
 

@@ -65,6 +65,14 @@ class Session:
     def folder(self) -> Path:
         return Path(self.flow.document.file).parent
 
+    def _located(self, model: str) -> str:
+        """`local/<path>.gguf` with a relative path reads it from the flow's folder (as
+        `runner validate` does), whatever the working directory."""
+        path = model[len("local/") :]
+        if model.startswith("local/") and path.endswith(".gguf") and not Path(path).is_absolute():
+            return f"local/{self.folder / path}"
+        return model
+
     def embed(self, model: str, texts: Sequence[str]) -> list[list[float]]:
         """Embeddings from a named model of the flow or a model string (local/minilm)."""
         if self.embedder is None:
@@ -163,7 +171,7 @@ class Session:
             if reached:
                 raise BudgetExceededError(reached)
             request = LLMRequest(
-                model=candidate.model,
+                model=self._located(candidate.model),
                 messages=messages,
                 schema=schema,
                 temperature=candidate.temperature if temperature is None else temperature,

@@ -389,8 +389,9 @@ MISTAKES = [
         CASE + "    tools:\n      send_reply: [{result: {status: sent}]\n"
         "    expect: {status: completed}\n",
         [
-            "support.test.yaml:6:43: (file): invalid YAML: while parsing a flow mapping did not "
-            "find expected ',' or '}'"
+            "support.test.yaml:6:43: (file): this `]` closes the mapping opened with `{` at "
+            "line 6, column 20: close that mapping with `}` first (brackets close in the "
+            "reverse order they open)"
         ],
         id="yaml-syntax",
     ),

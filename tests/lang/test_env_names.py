@@ -83,7 +83,13 @@ def validate(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[
             ],
         ),
         ("{{ secret.TOKEN | upper }}", [_altered("TOKEN", "the filter `upper`")]),
-        ("{{ secret.TOKEN | b64encode }}", [_altered("TOKEN", "the filter `b64encode`")]),
+        (
+            "{{ secret.TOKEN | b64encode }}",  # no such filter: it is also reported
+            [
+                _altered("TOKEN", "the filter `b64encode`"),
+                "unknown filter `b64encode`: jinja has no filter of that name",
+            ],
+        ),
         ("{{ secret.TOKEN[:4] }}", [_altered("TOKEN", "an index or a slice")]),
         ("{{ secret.TOKEN.upper() }}", [_altered("TOKEN", "`.upper`")]),
         ("{{ 'Bearer %s' % secret.TOKEN }}", [_altered("TOKEN", "the operator `%`")]),
