@@ -110,6 +110,7 @@ class Engine:
         hooks: Sequence[RunHook] | None = None,
     ) -> None:
         from runner.runtime.alerts import Alerts
+        from runner.runtime.tracing import tracing
 
         self.store = store
         self.clock = clock or SystemClock()
@@ -120,7 +121,7 @@ class Engine:
         self.tools = ToolCaller(
             store, self.clock, self.rng, http_transport=http_transport, overrides=tools
         )
-        self.hooks: list[RunHook] = list(hooks if hooks is not None else [Alerts()])
+        self.hooks: list[RunHook] = list(hooks if hooks is not None else [Alerts(), *tracing()])
         self._faults = dict(faults or {})  # step id -> message: failures flow tests inject
         self._llm = llm
         self._embedder = embedder
