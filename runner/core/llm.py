@@ -68,7 +68,10 @@ class Embedder(Protocol):
         *,
         api_base: str | None = None,
         timeout_seconds: float | None = None,
-    ) -> list[list[float]]: ...
+        keep: bool = True,
+    ) -> list[list[float]]:
+        """Vectors for `texts`; with `keep` False, texts not cached already are computed
+        and not kept (a run's input: the cache holds what is kept in git)."""
 
 
 @dataclass(frozen=True)

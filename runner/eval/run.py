@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -66,7 +66,7 @@ class Evaluation:
         engine = Engine(
             store,
             llm=llm,
-            embedder=self.embedder,
+            embedder=None if self.embedder is None else KeepingEmbedder(self.embedder),
             hooks=[],  # no alert for a case's run
             tools=tools.calls(),
             faults=dict.fromkeys(skipped, NOT_NEEDED),
@@ -121,6 +121,25 @@ class Evaluation:
             latency_ms=sum(c.latency_ms for c in calls),
             error=None if stopped or result.status != "failed" else result.reason,
         )
+
+
+class KeepingEmbedder:
+    """An evaluation keeps every embedding, the cases' inputs too: evaluating again
+    then asks no embedding model either."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+
+    def embed(
+        self,
+        model: str,
+        texts: Sequence[str],
+        *,
+        api_base: str | None = None,
+        timeout_seconds: float | None = None,
+        keep: bool = True,
+    ) -> list[list[float]]:
+        return self.inner.embed(model, texts, api_base=api_base, timeout_seconds=timeout_seconds)
 
 
 def _result(

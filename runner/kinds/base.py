@@ -85,8 +85,9 @@ class ModelSession(Protocol):
     ) -> Answer:
         """An answer that fits `schema`, repairing invalid ones at most `repairs` times."""
 
-    def embed(self, model: str, texts: Sequence[str]) -> list[list[float]]:
-        """Unit-length embeddings of `texts`, one per text (cached by content)."""
+    def embed(self, model: str, texts: Sequence[str], *, keep: bool = True) -> list[list[float]]:
+        """Unit-length embeddings of `texts`, one per text, cached by content (`keep`
+        False: not written to the cache)."""
 
     @property
     def folder(self) -> Path:

@@ -70,7 +70,7 @@ class _NoModel:
     def ask(self, messages: Sequence[Mapping[str, Any]], schema: Any, **options: Any) -> Answer:
         raise UsageError("no model is asked while a person decides")
 
-    def embed(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+    def embed(self, model: str, texts: Sequence[str], *, keep: bool = True) -> list[list[float]]:
         raise UsageError("no model is asked while a person decides")
 
     @property

@@ -68,8 +68,10 @@ class Embeddings:
         *,
         api_base: str | None = None,
         timeout_seconds: float | None = None,
+        keep: bool = True,
     ) -> list[list[float]]:
-        """Unit-length vectors, one per text, in order."""
+        """Unit-length vectors, one per text, in order; with `keep` False the ones
+        computed now are not written to the cache."""
         if model.startswith("local/") and model not in LOCAL:
             raise LLMError(
                 f"model {model}: unknown local embedding model; known: {', '.join(LOCAL)}",
@@ -84,7 +86,8 @@ class Embeddings:
             batch = missing[start : start + BATCH]
             vectors = self._compute(model, batch, api_base, timeout_seconds)
             fresh = {_key(model, t): v.tobytes() for t, v in zip(batch, vectors, strict=True)}
-            self._keep(fresh)
+            if keep:
+                self._keep(fresh)
             found.update(fresh)
         return [np.frombuffer(found[key], dtype=np.float32).tolist() for key in keys]
 

@@ -73,7 +73,7 @@ class Session:
             return f"local/{self.folder / path}"
         return model
 
-    def embed(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+    def embed(self, model: str, texts: Sequence[str], *, keep: bool = True) -> list[list[float]]:
         """Embeddings from a named model of the flow or a model string (local/minilm)."""
         if self.embedder is None:
             raise LLMError("embeddings are not available here", ErrorKind.HTTP_4XX)
@@ -83,6 +83,7 @@ class Session:
             texts,
             api_base=self.api_base(chosen),
             timeout_seconds=self.step.timeout_seconds or chosen.timeout_seconds,
+            keep=keep,
         )
 
     def model(self, name: str | None) -> Model:

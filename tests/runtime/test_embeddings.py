@@ -126,6 +126,20 @@ def test_a_cached_text_is_not_computed_again(
 
 
 @pytest.mark.local_model
+def test_a_text_embedded_without_keep_is_not_written_to_the_cache(
+    embeddings: Embeddings, encoder_calls: list[list[str]]
+) -> None:
+    kept = embeddings.embed(LOCAL, ["an example kept in git"])
+    passing = embeddings.embed(LOCAL, ["a customer's ticket", "an example kept in git"], keep=False)
+    assert encoder_calls == [["an example kept in git"], ["a customer's ticket"]]
+    assert passing[1] == kept[0]  # what was cached is still read from the cache
+
+    encoder_calls.clear()
+    embeddings.embed(LOCAL, ["a customer's ticket"], keep=False)
+    assert encoder_calls == [["a customer's ticket"]]  # computed again: never kept
+
+
+@pytest.mark.local_model
 def test_threads_embedding_at_once_get_the_same_vectors(
     tmp_path: Path, embeddings: Embeddings
 ) -> None:

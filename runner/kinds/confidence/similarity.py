@@ -132,7 +132,9 @@ class Similarity:
         except ExamplesError as exc:
             raise LLMError(str(exc), ErrorKind.HTTP_4XX) from exc
         matrix = self._matrix(session, gate.embedding, digest, examples)
-        query = np.asarray(session.embed(gate.embedding, [text])[0], dtype=np.float32)
+        # The input is embedded, never kept: the cache holds the examples kept in git.
+        (vector,) = session.embed(gate.embedding, [text], keep=False)
+        query = np.asarray(vector, dtype=np.float32)
         similarity = matrix @ query
         nearest = np.argsort(-similarity, kind="stable")[: gate.neighbours]
         weights = np.clip(similarity[nearest], 0.0, None)
