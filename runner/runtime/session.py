@@ -68,8 +68,8 @@ class Session:
     def _located(self, model: str) -> str:
         """`local/<path>.gguf` with a relative path reads it from the flow's folder (as
         `runner validate` does), whatever the working directory."""
-        path = model[len("local/") :]
-        if model.startswith("local/") and path.endswith(".gguf") and not Path(path).is_absolute():
+        path = Path(model[len("local/") :]).expanduser()
+        if model.startswith("local/") and path.suffix == ".gguf" and not path.is_absolute():
             return f"local/{self.folder / path}"
         return model
 
