@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from runner.store.records import (
     Checkpoint,
     Decision,
     Effect,
+    Event,
     FlowVersion,
     RunRecord,
     aware,
@@ -63,6 +65,13 @@ def checkpoint_of(row: Any) -> Checkpoint:
         aware(row.started_at) or now(),
         aware(row.finished_at) or now(),
     )
+
+
+def event_rows(run_id: str, batch: Sequence[Event]) -> list[dict[str, Any]]:
+    return [
+        {"run_id": run_id, "at": e.at, "kind": e.kind, "step_id": e.step_id, "data": dict(e.data)}
+        for e in batch
+    ]
 
 
 def decision_row(decision: Decision) -> dict[str, Any]:
@@ -238,12 +247,23 @@ def claimed(
     )
 
 
-def started_effect(key: str, run_id: str, step_id: str, tool: str, *, again: bool) -> Any:
-    """The ledger row of an effect about to run: a new one, or a failed one started again."""
-    if not again:
-        return effects.insert().values(
-            key=key, run_id=run_id, step_id=step_id, tool=tool, status="started", started_at=now()
-        )
+START_EFFECT = effects.insert()
+
+
+def started_effect(key: str, run_id: str, step_id: str, tool: str) -> dict[str, Any]:
+    """The ledger row of an effect about to run, new (inserted with START_EFFECT)."""
+    return {
+        "key": key,
+        "run_id": run_id,
+        "step_id": step_id,
+        "tool": tool,
+        "status": "started",
+        "started_at": now(),
+    }
+
+
+def restarted_effect(key: str, run_id: str, step_id: str, tool: str) -> Any:
+    """The update that starts a failed effect's ledger row again."""
     return (
         effects.update()
         .where(effects.c.key == key)

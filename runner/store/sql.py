@@ -44,6 +44,7 @@ from runner.store.records import (
 )
 from runner.store.revisions import ensure_schema
 from runner.store.rows import (
+    START_EFFECT,
     by_prefix,
     checkpoint_of,
     checkpoint_row,
@@ -53,12 +54,14 @@ from runner.store.rows import (
     decision_of,
     decision_row,
     effect_of,
+    event_rows,
     flow_changed,
     flow_version_of,
     new_run_row,
     pinned,
     renewed,
     repinned,
+    restarted_effect,
     run_record,
     started_effect,
 )
@@ -159,7 +162,7 @@ class SqlStore:
         with self._begin() as conn:
             if version.digest not in self._stored_versions:
                 conn.execute(pinned(conn.dialect.name, version, stamp))
-            conn.execute(INSERT_RUN, row)
+            self._execute(conn, INSERT_RUN, row)
             self._insert_events(
                 conn,
                 run_id,
@@ -291,18 +294,12 @@ class SqlStore:
             self._insert_events(conn, run_id, commit.events)
 
     def _insert_events(self, conn: sa.Connection, run_id: str, batch: Sequence[Event]) -> None:
-        for event in batch:
-            self._execute(
-                conn,
-                INSERT_EVENTS,
-                {
-                    "run_id": run_id,
-                    "at": event.at,
-                    "kind": event.kind,
-                    "step_id": event.step_id,
-                    "data": dict(event.data),
-                },
-            )
+        """The events of one transaction, in one statement run for all of them."""
+        rows = event_rows(run_id, batch)
+        if self._compiled is not None:
+            self._compiled.execute_many(conn, INSERT_EVENTS, rows)
+        elif rows:
+            conn.execute(INSERT_EVENTS, rows)
 
     def checkpoints(self, run_id: str) -> list[Checkpoint]:
         """The run's finished steps, by `seq`."""
@@ -394,7 +391,10 @@ class SqlStore:
             if row is not None and row.status != "failed":
                 return effect_of(row)
             try:
-                conn.execute(started_effect(key, run_id, step_id, tool, again=row is not None))
+                if row is None:
+                    self._execute(conn, START_EFFECT, started_effect(key, run_id, step_id, tool))
+                else:
+                    conn.execute(restarted_effect(key, run_id, step_id, tool))
             except IntegrityError as exc:  # another process wrote the key first
                 raise StoreError(f"effect {key} was started by another process") from exc
         return None

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 _WRITE = "write"  # set in a connection's info while it runs a write transaction
-_JSON_PARAMS = {"error", "output", "result", "data"}
+_JSON_PARAMS = {"error", "output", "result", "data", "input"}
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores a DateTime in SQLite
 
 
@@ -61,7 +62,7 @@ def _listen(engine: sa.Engine, *, durable: bool) -> None:
         # A write takes the lock up front: a deferred transaction that reads, then
         # writes, can fail at once with "database is locked" when another process
         # writes too. Reads stay deferred, so in WAL mode they never wait for writers.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get(_WRITE) else "BEGIN")
+        _driver(conn, "BEGIN IMMEDIATE" if conn.info.get(_WRITE) else "BEGIN", (), many=False)
 
 
 @contextlib.contextmanager
@@ -78,27 +79,63 @@ def write_transaction(conn: sa.Connection) -> Iterator[sa.Connection]:
 
 class CompiledStatements:
     """The hot path's statements compiled once for SQLite, with their values converted
-    here as SQLAlchemy's types would: a step's commit gets several times cheaper."""
+    here as SQLAlchemy's types would, and run on the driver's cursor: a step's commit
+    gets several times cheaper. The driver's errors reach callers as SQLAlchemy's."""
 
     def __init__(self, dialect: sa.Dialect) -> None:
         self._dialect = dialect
-        self._sql: dict[Any, tuple[str, tuple[str, ...]]] = {}
+        self._sql: dict[Any, tuple[str, tuple[tuple[str, Any], ...]]] = {}
+
+    def _compiled(
+        self, statement: Any, params: dict[str, Any]
+    ) -> tuple[str, tuple[tuple[str, Any], ...]]:
+        if statement not in self._sql:
+            compiled = statement.compile(dialect=self._dialect, column_keys=list(params))
+            names = tuple(compiled.positiontup or ())
+            convert = tuple((n, _json if n in _JSON_PARAMS else _time) for n in names)
+            self._sql[statement] = (str(compiled), convert)
+        return self._sql[statement]
 
     def execute(self, conn: sa.Connection, statement: Any, params: dict[str, Any]) -> int:
         """Run `statement` with `params`; its row count."""
-        if statement not in self._sql:
-            compiled = statement.compile(dialect=self._dialect, column_keys=list(params))
-            self._sql[statement] = (str(compiled), tuple(compiled.positiontup or ()))
-        sql, names = self._sql[statement]
-        values = tuple(sqlite_value(name, params[name]) for name in names)
-        return int(conn.exec_driver_sql(sql, values).rowcount)
+        sql, convert = self._compiled(statement, params)
+        values = tuple(to(params[name]) for name, to in convert)
+        return int(_driver(conn, sql, values, many=False))
+
+    def execute_many(
+        self, conn: sa.Connection, statement: Any, rows: Sequence[dict[str, Any]]
+    ) -> None:
+        """Run `statement` once for each of `rows` (all with the same keys), in one call."""
+        if not rows:
+            return
+        sql, convert = self._compiled(statement, rows[0])
+        values = [tuple(to(row[name]) for name, to in convert) for row in rows]
+        _driver(conn, sql, values, many=True)
 
 
-def sqlite_value(name: str, value: Any) -> Any:
-    """A value as SQLAlchemy's types store it in SQLite: JSON as a UTF-8 blob (None as
-    `null`), times as UTC text."""
-    if name in _JSON_PARAMS:
-        return dumps_blob(value)
+def _driver(conn: sa.Connection, sql: str, values: Any, *, many: bool) -> int:
+    """`sql` run on the connection's own sqlite3 cursor, in its open transaction; its
+    row count. A sqlite3 error is raised as SQLAlchemy would wrap it."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if many:
+            cursor.executemany(sql, values)
+        else:
+            cursor.execute(sql, values)
+        return int(cursor.rowcount)
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance(
+            sql, values, exc, sqlite3.Error, dialect=conn.dialect
+        ) from exc
+    finally:
+        cursor.close()
+
+
+def _json(value: Any) -> bytes:
+    return dumps_blob(value)
+
+
+def _time(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime(_SQLITE_TIME)
     return value
