@@ -21,8 +21,8 @@ import tomllib
 from pathlib import Path
 
 from runner.core.errors import FlowError, UsageError
+from runner.lang.load import FLOW_SUFFIXES
 
-SUFFIXES = (".yaml", ".yml")
 TEST_SUFFIXES = (".test.yaml", ".test.yml")
 FLOW_ONLY_KEYS = {"models", "tools", "policies", "input", "on_error", "budget", "notify"}
 FLOW, TEST, OTHER = "flow", "test", "other"
@@ -42,7 +42,7 @@ def expand(paths: list[str], *, force_exclude: bool = False) -> list[tuple[Path,
             found += [
                 (p, True)
                 for p in sorted(path.rglob("*"))
-                if p.suffix in SUFFIXES
+                if p.suffix in FLOW_SUFFIXES
                 and p.is_file()
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
                 and not excluded(p)

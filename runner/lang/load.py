@@ -26,22 +26,3 @@ def load_flow_text(text: str, name: str) -> CompiledFlow:
 def _compile(document: Document) -> CompiledFlow:
     schema.check(document, FLOW_SCHEMA)
     return compile_flow(build_flow(document))
-
-
-def expand_paths(paths: list[str]) -> list[Path]:
-    """Files as given; directories expand to the flow files under them, sorted.
-    Flow test files (`*.test.yaml`) are not flows and are left out of directories."""
-    found: list[Path] = []
-    for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            found += sorted(
-                p
-                for p in path.rglob("*")
-                if p.suffix in FLOW_SUFFIXES
-                and not p.name.endswith((".test.yaml", ".test.yml"))
-                and not any(part.startswith(".") for part in p.parts)
-            )
-        else:
-            found.append(path)
-    return found
