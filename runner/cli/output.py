@@ -99,19 +99,20 @@ def events_json(events: list[Any]) -> list[dict[str, Any]]:
 
 
 def gated(store: Any, run_id: str) -> list[dict[str, Any]]:
-    """Each gated step of a run (its last visit): the values its gates scored and each
-    gate's score, min and verdict."""
-    from runner.core.events import ConfidenceScored, StepFinished
+    """Each gated step of a run (its last finished visit): the values its gates scored
+    and each gate's score, min and verdict."""
+    from runner.core.events import ConfidenceScored, StepFinished, last_visit
 
+    events = store.events(run_id)
     outputs = {c.step_id: c.output for c in store.checkpoints(run_id)}
-    found: dict[str, dict[str, Any]] = {}
-    visit: dict[str, list[ConfidenceScored]] = {}
-    for event in store.events(run_id):
-        if isinstance(event, ConfidenceScored):
-            visit.setdefault(event.step_id or "", []).append(event)
-        elif isinstance(event, StepFinished) and event.step_id in visit:
-            found[event.step_id] = _gated_step(event.step_id, visit.pop(event.step_id), outputs)
-    return list(found.values())
+    steps = dict.fromkeys(e.step_id for e in events if isinstance(e, ConfidenceScored))
+    found = []
+    for step in steps:
+        visit = last_visit(events, step or "")
+        gates = [e for e in visit if isinstance(e, ConfidenceScored)]
+        if gates and any(isinstance(e, StepFinished) for e in visit):
+            found.append(_gated_step(step or "", gates, outputs))
+    return found
 
 
 def _gated_step(step: str, gates: list[Any], outputs: dict[str, Any]) -> dict[str, Any]:

@@ -10,11 +10,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from runner.core.events import Event, StepFinished
+from runner.core.events import Event, StepFinished, last_visit
 from runner.core.text import short
 from runner.core.vocabulary import ENDINGS, RunStatus
 from runner.review.edits import describe_hits
-from runner.review.proposals import Proposal, last_visit
+from runner.review.proposals import Proposal
 
 INDENT = " " * 9  # where a value starts: after an 8-character label and a space
 ANSWER_SHOWN = 300  # characters of each invalid model answer shown

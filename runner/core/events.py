@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
@@ -355,6 +355,17 @@ EVENT_KINDS: dict[str, type[Event]] = {
         FlowChanged,
     )
 }
+
+
+def last_visit(events: Sequence[Event], step_id: str) -> list[Event]:
+    """The events of a step's latest visit: from after its previous `step` event up
+    to and including its last one (a run retried from a step visits it again)."""
+    mine = [e for e in events if e.step_id == step_id]
+    ends = [i for i, e in enumerate(mine) if isinstance(e, StepFinished)]
+    if not ends:
+        return mine
+    start = ends[-2] + 1 if len(ends) > 1 else 0
+    return mine[start : ends[-1] + 1]
 
 
 def parse(kind: str, step_id: str | None, data: Mapping[str, Any] | None, at: datetime) -> Event:

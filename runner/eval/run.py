@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from runner.core.errors import InputError
-from runner.core.events import ConfidenceScored, Event, ModelCalled, StepFinished
+from runner.core.events import ConfidenceScored, Event, ModelCalled, StepFinished, last_visit
 from runner.core.llm import Embedder, LLMClient
 from runner.eval.cache import AnswerCache, CachingLLM
 from runner.eval.cases import EvalCase
@@ -225,14 +225,11 @@ def _grade(
 
 
 def _last_gates(step: str, events: list[Event]) -> tuple[GateScore, ...]:
-    visit: list[GateScore] = []
-    last: list[GateScore] = []
-    for event in events:
-        if event.step_id != step:
-            continue
-        if isinstance(event, ConfidenceScored):
-            name = event.gate or event.method
-            visit.append(GateScore(name, event.method, event.score, event.min, event.passed))
-        elif isinstance(event, StepFinished):
-            last, visit = visit, []
-    return tuple(last)
+    visit = last_visit(events, step)
+    if not any(isinstance(e, StepFinished) for e in visit):
+        return ()  # the step has not finished a visit
+    return tuple(
+        GateScore(e.gate or e.method, e.method, e.score, e.min, e.passed)
+        for e in visit
+        if isinstance(e, ConfidenceScored)
+    )

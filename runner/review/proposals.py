@@ -23,7 +23,7 @@ from runner.core.events import (
     EffectEvent,
     Event,
     PolicyFired,
-    StepFinished,
+    last_visit,
 )
 from runner.core.vocabulary import Outcome, RunStatus
 from runner.lang.compiler import CompiledFlow
@@ -112,17 +112,6 @@ def output_schema(flow: Flow, step: Step | None) -> Any:
     """What an approved (or edited) output must fit: the step's output schema."""
     schema = step.output_schema_in(flow) if step is not None else None
     return True if schema is None else schema
-
-
-def last_visit(events: Sequence[Event], step_id: str) -> list[Event]:
-    """The events of a step's latest visit: from after its previous `step` event up
-    to and including its last one (a run retried from a step visits it again)."""
-    mine = [e for e in events if e.step_id == step_id]
-    ends = [i for i, e in enumerate(mine) if isinstance(e, StepFinished)]
-    if not ends:
-        return mine
-    start = ends[-2] + 1 if len(ends) > 1 else 0
-    return mine[start : ends[-1] + 1]
 
 
 def _in_doubt(events: Sequence[Event]) -> str | None:
