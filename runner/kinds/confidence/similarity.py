@@ -86,6 +86,7 @@ class Similarity:
 
     def __init__(self) -> None:
         self._vectors: dict[tuple[str, str], Any] = {}  # (model, file sha256) -> matrix
+        self._files: dict[Path, tuple[Any, tuple[str, list[Example]]]] = {}  # read once
         self._lock = threading.Lock()
 
     def check(self, checks: Checks, step: ModelStep, gate: ConfidenceGate) -> None:
@@ -127,10 +128,7 @@ class Similarity:
         ctx: Mapping[str, Any],
     ) -> Scored:
         text = str(templates.render(gate.text or "", ctx))
-        try:
-            digest, examples = read_examples(session.folder / (gate.examples or ""))
-        except ExamplesError as exc:
-            raise LLMError(str(exc), ErrorKind.HTTP_4XX) from exc
+        digest, examples = self._examples(session.folder / (gate.examples or ""))
         matrix = self._matrix(session, gate.embedding, digest, examples)
         # The input is embedded, never kept: the cache holds the examples kept in git.
         (vector,) = session.embed(gate.embedding, [text], keep=False)
@@ -155,6 +153,25 @@ class Similarity:
             ],
         }
         return Scored(min(1.0, max(0.0, closeness * agreement)), (), detail)
+
+    def _examples(self, path: Path) -> tuple[str, list[Example]]:
+        """The examples file's sha256 and examples, read again only when it changed."""
+        try:
+            stat = path.stat()
+            seen: Any = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            seen = None  # read_examples says why it cannot be read
+        with self._lock:
+            known = self._files.get(path)
+        if seen is not None and known is not None and known[0] == seen:
+            return known[1]
+        try:
+            read = read_examples(path)
+        except ExamplesError as exc:
+            raise LLMError(str(exc), ErrorKind.HTTP_4XX) from exc
+        with self._lock:
+            self._files[path] = (seen, read)
+        return read
 
     def _matrix(
         self, session: ModelSession, model: str, digest: str, examples: list[Example]
