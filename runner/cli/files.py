@@ -20,12 +20,11 @@ import fnmatch
 import tomllib
 from pathlib import Path
 
-from runner.core.errors import FlowError, UsageError
+from runner.core.errors import UsageError
+from runner.lang.filekinds import FLOW, OTHER, TEST, TEST_SUFFIXES, kind_of
 from runner.lang.load import FLOW_SUFFIXES
 
-TEST_SUFFIXES = (".test.yaml", ".test.yml")
-FLOW_ONLY_KEYS = {"models", "tools", "policies", "input", "on_error", "budget", "notify"}
-FLOW, TEST, OTHER = "flow", "test", "other"
+__all__ = ["FLOW", "OTHER", "TEST", "TEST_SUFFIXES", "exclusions", "expand", "kind_of"]
 
 
 def expand(paths: list[str], *, force_exclude: bool = False) -> list[tuple[Path, bool]]:
@@ -86,32 +85,3 @@ class Excluder:
             fnmatch.fnmatch(relative, p) or fnmatch.fnmatch(relative, p.rstrip("/") + "/*")
             for p in self.patterns
         )
-
-
-def kind_of(path: Path, *, found: bool = True) -> str:
-    """FLOW, TEST or OTHER (see the module's docstring); a named file (`found` False)
-    is never OTHER."""
-    from runner.lang.source import load_file
-
-    if path.name.endswith(TEST_SUFFIXES):
-        return TEST
-    if not found:
-        return FLOW
-    try:
-        head = path.read_text(encoding="utf-8", errors="replace")[:2000]
-    except OSError:
-        return FLOW  # the flow loader says why it cannot be read
-    first = "\n".join(head.splitlines()[:3])  # where the schema line goes
-    if "flowtest.v1.json" in first:
-        return TEST
-    if "flow.v1.json" in first:
-        return FLOW
-    try:
-        data = load_file(path).data
-    except FlowError:
-        return FLOW
-    if not isinstance(data, dict):
-        return OTHER
-    if "steps" in data or ("version" in data and FLOW_ONLY_KEYS & set(data)):
-        return FLOW
-    return OTHER

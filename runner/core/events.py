@@ -281,6 +281,16 @@ class RunStarted(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RunQueued(RunStarted):
+    """A run was submitted, to be run by a worker."""
+
+    KIND = "run_queued"
+
+    def describe(self) -> str:
+        return f"run queued (flow {self.flow}, version {self.digest[:12]})"
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunResumed(Event):
     """A process took a run's lease to continue it."""
 
@@ -350,6 +360,7 @@ EVENT_KINDS: dict[str, type[Event]] = {
         AgentCall,
         AgentReplay,
         RunStarted,
+        RunQueued,
         RunResumed,
         DecisionMade,
         FlowChanged,

@@ -49,9 +49,12 @@ def reviewer(given: str | None) -> str:
 class Desk:
     """Review and dead-letter operations on one engine's store."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, hand_off: bool = False) -> None:
         self.engine = engine
         self.store = engine.store
+        # With hand_off a decision that sends the run on leaves it for a worker (running,
+        # unleased) instead of driving it here: a web request must not run the flow.
+        self.hand_off = hand_off
 
     # -- reading -----------------------------------------------------------------------
     def queue(
@@ -304,6 +307,9 @@ class Desk:
         )
         if upgrade is not None:
             self.engine.adopt(record.id, owner, upgrade)
+        if self.hand_off:
+            self.store.release(record.id, owner)  # a worker claims it (and is woken)
+            return RunResult(record.id, RunStatus.RUNNING, position)
         return self.engine.continue_claimed(record.id, owner)
 
 

@@ -77,8 +77,10 @@ class ToolCaller:
         ctx: Mapping[str, Any],
         run_id: str,
         default_key: str,
+        owner: str | None = None,
     ) -> StepResult:
-        """Call a tool for a step; `ctx` is what the tool's templates read besides args."""
+        """Call a tool for a step; `ctx` is what the tool's templates read besides args.
+        An effect starts only while `owner` (when given) holds the run's lease."""
         problems = instance_problems(tool.input_schema, args)
         if problems:
             raise ToolError(
@@ -97,7 +99,7 @@ class ToolCaller:
         call = Call(args, step.timeout_seconds or tool.timeout_seconds, key, request)
         send = self.prepared(compiled, tool, call)  # before the ledger says `started`
         if key is not None:
-            return self._effect(step, tool, send, run_id, key)
+            return self._effect(step, tool, send, (run_id, owner), key)
         output, attempts = self.send(step, tool, send)
         return StepResult(Outcome.OK, output, len(attempts) + 1, attempt_events(step, attempts))
 
@@ -143,8 +145,11 @@ class ToolCaller:
         retrier = Retrier(step.retry or tool.retry, self.clock, self.rng, retryable, failed.append)
         return retrier.call(attempt), failed
 
-    def _effect(self, step: Step, tool: Tool, send: Send, run_id: str, key: str) -> StepResult:
-        existing = self.store.start_effect(key, run_id, step.id, tool.name)
+    def _effect(
+        self, step: Step, tool: Tool, send: Send, run: tuple[str, str | None], key: str
+    ) -> StepResult:
+        run_id, owner = run
+        existing = self.store.start_effect(key, run_id, step.id, tool.name, owner)
         if existing is not None and existing.status == EffectStatus.DONE:
             event = EffectEvent(
                 step_id=step.id, key=key, status="reused", first_run=existing.run_id

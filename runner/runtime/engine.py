@@ -130,6 +130,9 @@ class Engine:
         self._versions: dict[str, FlowVersion] = {}
         self._redactors: dict[str, Callable[[Any], Any]] = {}
         self._heartbeat = Heartbeat(store)
+        # Set, runs stop at their next step boundary and give their lease up (a worker
+        # that is shutting down); `runner resume` or a worker continues them.
+        self.draining = threading.Event()
 
     # -- entry points ------------------------------------------------------------------
     def start(
@@ -145,7 +148,7 @@ class Engine:
         owner = owner_id()
         run_id = run_id or new_run_id()
         self.store.create_run(run_id, self._versions[digest], input_value, compiled.first, owner)
-        state = RunState(run_id, compiled.flow.name, input_value, {}, 0)
+        state = RunState(run_id, compiled.flow.name, input_value, {}, 0, owner=owner)
         return self._drive(compiled, state, compiled.first, owner)
 
     def resume(
@@ -204,6 +207,7 @@ class Engine:
             outputs={c.step_id: c.output for c in done if c.outcome != Outcome.ERROR},
             seq=max((c.seq for c in done), default=0),
             usage=Usage(record.llm_calls, record.tokens, record.cost_usd),
+            owner=owner,
         )
         return self._drive(compiled, state, record.position, owner)
 
@@ -220,6 +224,8 @@ class Engine:
         commit: StepCommit | None = None
         try:
             while position.state not in ENDINGS:
+                if self.draining.is_set():
+                    return RunResult(state.run_id, RunStatus.RUNNING, position.state)
                 commit = self._advance(compiled, position, state, owner)
                 if commit.position != position.state:  # the step limit's route: no trigger
                     position = machine_position(compiled, commit.position)

@@ -33,6 +33,7 @@ class RunState:
     outputs: dict[str, Any]
     seq: int
     usage: Usage = field(default_factory=Usage)
+    owner: str | None = None  # the lease token the engine drives the run under
 
 
 class Visit:
@@ -67,7 +68,7 @@ class Visit:
             "secret": self.engine.environ,
         }
         return self.engine.tools.call_tool(
-            self.compiled, self.step, tool, args, ctx, self.run_id, default_key
+            self.compiled, self.step, tool, args, ctx, self.run_id, default_key, self.state.owner
         )
 
     def recorded(self) -> list[Event]:

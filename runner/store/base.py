@@ -45,6 +45,34 @@ class Store(Protocol):
         one transaction."""
         ...
 
+    def submit_run(
+        self,
+        run_id: str,
+        version: FlowVersion,
+        input_value: Any,
+        first_step: str,
+        *,
+        due_at: datetime | None = None,
+    ) -> tuple[RunRecord, bool]:
+        """Queue a new run (status queued, unleased, a `run_queued` event) unless a run
+        with this id exists: (the run, whether this call made it). Of processes
+        submitting one id at once, exactly one makes it (runner.store.queue)."""
+        ...
+
+    def claim_queued(self, owners: Sequence[str], *, flows: Sequence[str] = ()) -> list[RunRecord]:
+        """Claim up to one run per owner token, oldest first: queued runs that are due
+        and interrupted runs; each is set running, leased to its token. Concurrent
+        claims never take the same run."""
+        ...
+
+    def park(self, run_id: str, owner: str, due_at: datetime) -> bool:
+        """Give up `owner`'s lease and queue the run again, due at `due_at`."""
+        ...
+
+    def queue_depth(self, at: datetime | None = None) -> tuple[int, datetime | None]:
+        """How many runs wait to be claimed, and when the oldest of them was made."""
+        ...
+
     def flow_version(self, digest: str) -> FlowVersion:
         """The pinned flow version with this digest; StoreError if there is none."""
         ...
@@ -141,11 +169,14 @@ class Store(Protocol):
         """The effect ledger's row for `key`, if any."""
         ...
 
-    def start_effect(self, key: str, run_id: str, step_id: str, tool: str) -> Effect | None:
+    def start_effect(
+        self, key: str, run_id: str, step_id: str, tool: str, owner: str | None = None
+    ) -> Effect | None:
         """Record, durably and before it runs, that an effect is starting: None once a
         new `started` row is written (a `failed` row is started again); the existing row,
         with nothing written, if the key is already in the ledger. Of processes starting
-        one key at once, one gets None and the others the row or a StoreError."""
+        one key at once, one gets None and the others the row or a StoreError. With
+        `owner`, fenced by the run's lease: StoreError unless `owner` holds it."""
         ...
 
     def close(self) -> None:

@@ -35,6 +35,12 @@ def by_prefix(conn: sa.Connection, prefix: str) -> Any:
     raise StoreError(f"no run {prefix}" if not rows else f"run id {prefix} is ambiguous")
 
 
+def holds(conn: sa.Connection, run_id: str, owner: str) -> bool:
+    """Whether `owner` holds the run's lease, read inside the caller's transaction."""
+    found = conn.execute(sa.select(runs.c.lease_owner).where(runs.c.id == run_id)).scalar()
+    return bool(found == owner)
+
+
 def same(column: Any, value: Any) -> Any:
     """`column = value`, where None matches NULL."""
     return column.is_(None) if value is None else column == value

@@ -31,6 +31,7 @@ from runner.store.engines import (
 from runner.store.faults import StoreFile, translated
 from runner.store.leases import LEASE_SECONDS, lease_free, lease_until, owner_id
 from runner.store.leases import lease_seconds as _lease_seconds
+from runner.store.queue import RunQueue
 from runner.store.records import (
     Checkpoint,
     Decision,
@@ -57,6 +58,7 @@ from runner.store.rows import (
     event_rows,
     flow_changed,
     flow_version_of,
+    holds,
     new_run_row,
     pinned,
     renewed,
@@ -83,7 +85,7 @@ from runner.store.tables import (
 __all__ = ["DEFAULT_URL", "LEASE_SECONDS", "SqlStore", "owner_id", "store_url"]
 
 
-class SqlStore:
+class SqlStore(RunQueue):
     """The run store on any SQLAlchemy database (SQLite and PostgreSQL are tested)."""
 
     def __init__(
@@ -243,15 +245,6 @@ class SqlStore:
                 raise StoreError(f"run {run_id} is no longer leased to this process")
             self._insert_events(conn, run_id, [flow_changed(record, version)])
 
-    def release(self, run_id: str, owner: str) -> None:
-        """Give up `owner`'s lease on the run, if it holds it."""
-        with self._begin() as conn:
-            conn.execute(
-                runs.update()
-                .where(runs.c.id == run_id, runs.c.lease_owner == owner)
-                .values(lease_owner=None, lease_expires=None)
-            )
-
     def renew_lease(self, run_id: str, owner: str) -> bool:
         """Extend `owner`'s lease on the run by `lease_seconds` from now; False, and
         nothing written, if `owner` no longer holds it."""
@@ -364,17 +357,6 @@ class SqlStore:
         with self._connect() as conn:
             return [decision_of(r) for r in conn.execute(query)]
 
-    def due_runs(self, at: datetime, limit: int = 100) -> list[RunRecord]:
-        """Runs waiting for review whose review expired by `at`, the oldest due first."""
-        query = (
-            runs.select()
-            .where(runs.c.status == "escalated", runs.c.due_at <= at)
-            .order_by(runs.c.due_at)
-            .limit(limit)
-        )
-        with self._connect() as conn:
-            return [run_record(row) for row in conn.execute(query)]
-
     # -- the effect ledger -------------------------------------------------------------
     def effect(self, key: str) -> Effect | None:
         """The ledger's row for `key`, if any."""
@@ -382,11 +364,16 @@ class SqlStore:
             row = conn.execute(effects.select().where(effects.c.key == key)).first()
         return None if row is None else effect_of(row)
 
-    def start_effect(self, key: str, run_id: str, step_id: str, tool: str) -> Effect | None:
+    def start_effect(
+        self, key: str, run_id: str, step_id: str, tool: str, owner: str | None = None
+    ) -> Effect | None:
         """Record that an effect is about to run, durably, before it runs. Returns the
         existing row instead if the key is already in the ledger (then nothing is written),
-        or None after writing a new `started` row. A `failed` row is restarted."""
+        or None after writing a new `started` row. A `failed` row is restarted. With
+        `owner`, only while `owner` holds the run's lease (else StoreError)."""
         with self._begin() as conn:
+            if owner is not None and not holds(conn, run_id, owner):
+                raise StoreError(f"run {run_id} is no longer leased to this process")
             row = conn.execute(effects.select().where(effects.c.key == key)).first()
             if row is not None and row.status != "failed":
                 return effect_of(row)

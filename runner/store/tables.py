@@ -60,6 +60,9 @@ runs = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     # When a run waiting for review expires (revision 0003); null when it does not.
     sa.Column("due_at", sa.DateTime(timezone=True), index=True),
+    # The queue's index and the newest-first listing's (revision 0004).
+    sa.Index("ix_runs_queue", "status", "due_at"),
+    sa.Index("ix_runs_created_at", "created_at"),
 )
 
 checkpoints = sa.Table(
@@ -116,6 +119,17 @@ events = sa.Table(
     sa.Column("kind", sa.String(40), nullable=False),
     sa.Column("step_id", sa.String(100)),
     sa.Column("data", sa.JSON),
+)
+
+api_tokens = sa.Table(  # `runner serve`'s tokens (revision 0004): a hash, never the token
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("scopes", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
 )
 
 alembic_version = sa.Table(
