@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from runner.cli.db import add_db_commands
     from runner.cli.evaluate import add_eval_command
+    from runner.cli.fleet import add_fleet_commands
     from runner.cli.project import add_project_commands
     from runner.cli.review import add_review_commands
     from runner.cli.runs import add_run_commands
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_command(commands)
     add_project_commands(commands)
     add_db_commands(commands)
+    add_fleet_commands(commands)
     return parser
 
 

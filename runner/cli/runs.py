@@ -93,7 +93,7 @@ def _add_reading_commands(commands: Any) -> None:
     show.set_defaults(command=cmd_show)
 
 
-def _read_input(source: str) -> Any:
+def read_input(source: str) -> Any:
     """The input's JSON value; InputError for input no store keeps as it is."""
     from runner.runtime.inputs import parse_input
 
@@ -127,7 +127,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     engine = Engine(open_store(args, create=True), max_input_bytes=limit)
     if args.inputs:
         return _batch(engine, compiled, args, out)
-    result = engine.start(compiled, _read_input(args.input))
+    result = engine.start(compiled, read_input(args.input))
     return outcome(result, time.perf_counter() - started, args.format, out)
 
 

@@ -139,7 +139,7 @@ def _test_file(path: Path) -> FileReport:
 
 
 def cmd_record(args: argparse.Namespace, out: TextIO) -> int:
-    from runner.cli.runs import _read_input
+    from runner.cli.runs import read_input
     from runner.flowtest.record import append_case, case_yaml, record_case
     from runner.lang.load import load_flow
     from runner.runtime.engine import Engine
@@ -151,7 +151,7 @@ def cmd_record(args: argparse.Namespace, out: TextIO) -> int:
     store = open_store(args.db or "sqlite://")
     case = record_case(
         compiled,
-        _read_input(args.input),
+        read_input(args.input),
         args.name,
         LiteLLMClient(LocalModels()),
         lambda **kwargs: Engine(store, **kwargs),

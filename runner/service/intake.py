@@ -62,16 +62,18 @@ def submit(
     input_value: Any,
     *,
     key: str | None = None,
+    run_id: str | None = None,
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
     environ: Any = None,
     due_at: datetime | None = None,
 ) -> Submitted:
-    """Queue a run of the flow on `input_value` (InputError if the flow refuses it)."""
+    """Queue a run of the flow on `input_value` (InputError if the flow refuses it). The
+    run's id comes from `key`, else is `run_id`, else a new one."""
     compiled, version = flow
     check_input(compiled, input_value, max_input_bytes)
     if environ is not None:
         check_environment(compiled, environ)
     key = check_key(key)
-    run_id = keyed_run_id(compiled.flow.name, key) if key else new_run_id()
+    run_id = keyed_run_id(compiled.flow.name, key) if key else run_id or new_run_id()
     record, created = store.submit_run(run_id, version, input_value, compiled.first, due_at=due_at)
     return Submitted(record, created, conflict=not created and record.input != input_value)

@@ -65,8 +65,8 @@ class Store(Protocol):
         claims never take the same run."""
         ...
 
-    def park(self, run_id: str, owner: str, due_at: datetime) -> bool:
-        """Give up `owner`'s lease and queue the run again, due at `due_at`."""
+    def park(self, run_id: str, owner: str, due_at: datetime, reason: str | None = None) -> bool:
+        """Queue a running run again, due at `due_at`, if `owner` or nobody holds it."""
         ...
 
     def queue_depth(self, at: datetime | None = None) -> tuple[int, datetime | None]:

@@ -72,7 +72,7 @@ class RunQueue:
         }
         with self._begin() as conn:
             conn.execute(pinned(conn.dialect.name, version, stamp))
-            made = conn.execute(_insert_new(conn.dialect.name, row)).rowcount == 1
+            made = conn.execute(_insert_new(conn.dialect.name, row)).first() is not None
             if made:
                 queued = RunQueued(
                     flow=version.name, digest=version.digest, git_commit=version.git_commit
@@ -104,6 +104,7 @@ class RunQueue:
                         lease_expires=lease_until(stamp, self.lease_seconds),
                         updated_at=stamp,
                         due_at=None,
+                        reason=None,
                     )
                 )
                 self._insert_events(conn, row.id, [RunResumed(owner=owner, from_step=row.position)])
@@ -112,18 +113,24 @@ class RunQueue:
         by_id = {row.id: run_record(row) for row in claimed}
         return [by_id[i] for i in ids]
 
-    def park(self, run_id: str, owner: str, due_at: datetime) -> bool:
-        """Give up `owner`'s lease and park the run (queued) until `due_at`, when a
-        worker claims it again; False, with nothing written, if `owner` lost it."""
+    def park(self, run_id: str, owner: str, due_at: datetime, reason: str | None = None) -> bool:
+        """Queue the run again, due at `due_at`, with `reason` saying why it waits, if
+        `owner` holds its lease or nobody does (its lease given up); False, with nothing
+        written, if another process holds it or it is no longer running."""
         with self._begin() as conn:
             moved = conn.execute(
                 runs.update()
-                .where(runs.c.id == run_id, runs.c.lease_owner == owner)
+                .where(
+                    runs.c.id == run_id,
+                    runs.c.status == RunStatus.RUNNING.value,
+                    sa.or_(runs.c.lease_owner == owner, runs.c.lease_owner.is_(None)),
+                )
                 .values(
                     status=RunStatus.QUEUED.value,
                     lease_owner=None,
                     lease_expires=None,
                     due_at=due_at,
+                    reason=reason,
                     updated_at=now(),
                 )
             )
@@ -182,9 +189,12 @@ def _ready(at: datetime, flows: Sequence[str]) -> sa.Select[Any]:
 
 
 def _insert_new(dialect: str, row: dict[str, Any]) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING: a run id that exists is left as it is."""
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: a run id that exists is left as it
+    is (and no row comes back)."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(runs).values(row).on_conflict_do_nothing(index_elements=["id"])
+    return (
+        insert(runs).values(row).on_conflict_do_nothing(index_elements=["id"]).returning(runs.c.id)
+    )
 
 
 def _notify(conn: sa.Connection) -> None:
