@@ -66,6 +66,7 @@ LAYERS: dict[str, Only | Never] = {
     "runner.store": Only("runner.core"),
     "runner.runtime": Never("runner.cli", "runner.review", "runner.flowtest", "runner.eval"),
     "runner.eval": Never("runner.cli", "runner.review", "runner.flowtest"),
+    "runner.service": Never("runner.cli", "runner.flowtest", "runner.eval"),
 }
 
 

@@ -32,7 +32,10 @@ def add_fleet_commands(commands: Any) -> None:
     )
     add_store_options(submit)
     submit.set_defaults(command=cmd_submit)
+    _add_worker_command(commands)
 
+
+def _add_worker_command(commands: Any) -> None:
     worker = commands.add_parser("worker", help="claim queued and interrupted runs and run them")
     worker.add_argument("--flows", metavar="DIR", help="only flows of this folder (default: all)")
     worker.add_argument(
@@ -58,6 +61,14 @@ def add_fleet_commands(commands: Any) -> None:
         default=30.0,
         metavar="SECONDS",
         help="on SIGTERM, how long runs may take to reach a step boundary",
+    )
+    worker.add_argument(
+        "--park-after",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a retry wait longer than this puts the run back in the queue until it is "
+        "due, instead of holding a thread (default 30)",
     )
     add_store_options(worker)
     worker.set_defaults(command=cmd_worker)
@@ -151,7 +162,9 @@ def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
     names = tuple(args.flow) + _folder_flows(args.flows)
-    options = WorkerOptions(args.concurrency, names, args.poll, args.grace)
+    options = WorkerOptions(
+        args.concurrency, names, args.poll, args.grace, park_after_seconds=args.park_after
+    )
     worker = Worker(Engine(open_store(args, create=True, expire=False)), options)
     stop = threading.Event()
     asked = worker.stop_soon(stop)

@@ -276,8 +276,10 @@ class RunStarted(Event):
     digest: str
     git_commit: str | None
 
-    def describe(self) -> str:
-        return f"run started (flow {self.flow}, version {self.digest[:12]})"
+    def describe(self) -> str:  # "run started" or "run queued"
+        return (
+            f"run {self.KIND.removeprefix('run_')} (flow {self.flow}, version {self.digest[:12]})"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -286,8 +288,18 @@ class RunQueued(RunStarted):
 
     KIND = "run_queued"
 
+
+@dataclass(frozen=True, kw_only=True)
+class RunParked(Event):
+    """A retry wait too long to hold a worker for: the run is queued until `due`."""
+
+    KIND = "run_parked"
+    due: str
+    attempts: int
+    seconds: float
+
     def describe(self) -> str:
-        return f"run queued (flow {self.flow}, version {self.digest[:12]})"
+        return f"parked for {self.seconds:g} s after attempt {self.attempts} (due {self.due})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -361,6 +373,7 @@ EVENT_KINDS: dict[str, type[Event]] = {
         AgentReplay,
         RunStarted,
         RunQueued,
+        RunParked,
         RunResumed,
         DecisionMade,
         FlowChanged,

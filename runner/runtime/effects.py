@@ -35,7 +35,7 @@ from runner.lang.compiler import CompiledFlow
 from runner.lang.model import Step, Tool
 from runner.lang.schema import instance_problems
 from runner.runtime.inputs import storage_problems
-from runner.runtime.retry import Clock, Retrier
+from runner.runtime.retry import Clock, Retrier, WaitTooLong
 from runner.store.base import Store
 
 Send = Callable[[], Any]  # one attempt of a prepared call
@@ -159,6 +159,9 @@ class ToolCaller:
             return in_doubt(step, key, "a previous attempt started and never finished")
         try:
             output, attempts = self.send(step, tool, send, effect=True)
+        except WaitTooLong:  # the run is parked: this call starts again when it is due
+            self.store.set_aside_effect(key, run_id, owner)
+            raise
         except RetriesExhaustedError as exc:
             if isinstance(exc.last, ToolError) and exc.last.maybe_sent and not tool.idempotent:
                 return in_doubt(step, key, str(exc.last), attempt_events(step, exc.attempts))

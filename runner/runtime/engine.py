@@ -18,7 +18,6 @@ import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from runner.core.errors import (
@@ -28,9 +27,9 @@ from runner.core.errors import (
     StepError,
     StoreError,
 )
-from runner.core.events import BudgetReached, StepFinished, now
+from runner.core.events import BudgetReached, now
 from runner.core.llm import Embedder, LLMClient
-from runner.core.vocabulary import ENDINGS, STOPS, Ending, ErrorKind, Outcome, RunStatus
+from runner.core.vocabulary import ENDINGS, STOPS, ErrorKind, Outcome, RunStatus
 from runner.kinds.base import StepResult, ToolCall, attempts_of, failure
 from runner.kinds.registry import STEP_KINDS
 from runner.lang.compiler import CompiledFlow, machine_position
@@ -39,9 +38,11 @@ from runner.runtime.effects import ToolCaller
 from runner.runtime.inputs import DEFAULT_MAX_INPUT_BYTES, check_input, new_run_id
 from runner.runtime.limits import step_limit_reached, step_limit_route
 from runner.runtime.locate import load_pinned
+from runner.runtime.parking import Parked, parking, prior_attempts
 from runner.runtime.redact import check_environment, redactor
 from runner.runtime.retry import Clock, Retrier, SystemClock
 from runner.runtime.session import Session, Usage
+from runner.runtime.stepend import finished_event, reason, review_due
 from runner.runtime.upgrade import check_upgrade
 from runner.runtime.versions import flow_version
 from runner.runtime.visit import Environment, RunState, Visit
@@ -130,9 +131,10 @@ class Engine:
         self._versions: dict[str, FlowVersion] = {}
         self._redactors: dict[str, Callable[[Any], Any]] = {}
         self._heartbeat = Heartbeat(store)
-        # Set, runs stop at their next step boundary and give their lease up (a worker
-        # that is shutting down); `runner resume` or a worker continues them.
+        # A worker's: set, runs stop at their next step boundary and give their lease up;
+        # a retry wait over park_after s parks the run (runtime.parking) instead.
         self.draining = threading.Event()
+        self.park_after: float | None = None
 
     # -- entry points ------------------------------------------------------------------
     def start(
@@ -209,6 +211,8 @@ class Engine:
             usage=Usage(record.llm_calls, record.tokens, record.cost_usd),
             owner=owner,
         )
+        if self.park_after is not None:  # only a worker parks, and claims parked runs
+            state.prior_attempts = prior_attempts(self.store.events(run_id), record.position)
         return self._drive(compiled, state, record.position, owner)
 
     def flow(self, digest: str) -> CompiledFlow:
@@ -229,6 +233,8 @@ class Engine:
                 commit = self._advance(compiled, position, state, owner)
                 if commit.position != position.state:  # the step limit's route: no trigger
                     position = machine_position(compiled, commit.position)
+        except Parked as parked:  # back in the queue, lease given up: a worker goes on
+            return RunResult(state.run_id, RunStatus.QUEUED, position.state, parked.reason)
         except KeyboardInterrupt as stop:  # the run stays where its last commit left it
             raise RunInterrupted(state.run_id, commit.position if commit else at) from stop
         finally:
@@ -248,7 +254,10 @@ class Engine:
         if dest is not None:  # the step does not run
             result = step_limit_reached(step, compiled.flow.max_steps)
         else:
-            with self._heartbeat.holding(state.run_id, owner):  # a long step keeps its run
+            with (
+                self._heartbeat.holding(state.run_id, owner),  # a long step keeps its run
+                parking(self.store, state, owner, step, self.park_after),
+            ):
                 result = self._run_step(compiled, step, state)
             position.trigger(str(result.outcome))
             dest = position.state
@@ -272,7 +281,7 @@ class Engine:
         redact = self.redactor(compiled)
         stopped = dest in STOPS
         outcome = str(result.outcome)  # plain text on disk, whatever the kind returned
-        finished = _finished(step, result, dest, started, redact)
+        finished = finished_event(step, result, dest, started, redact)
         effect = result.effect
         return StepCommit(
             checkpoint=Checkpoint(
@@ -290,10 +299,10 @@ class Engine:
             events=[*(e.redacted(redact) for e in result.events), finished],
             effect=(effect[0], str(effect[1]), redact(effect[2])) if effect else None,
             failed_step=step.id if stopped else None,
-            reason=redact(_reason(step, result, dest)),
+            reason=redact(reason(step, result, dest)),
             error=redact(result.error) if stopped else None,
             usage=(state.usage.llm_calls, state.usage.tokens, state.usage.cost_usd),
-            due_at=_review_due(compiled, step, dest),
+            due_at=review_due(compiled, step, dest),
         )
 
     def _run_step(self, compiled: CompiledFlow, step: Step, state: RunState) -> StepResult:
@@ -360,33 +369,3 @@ class Engine:
 
                 self._embedder = Embeddings()
             return self._embedder
-
-
-def _finished(
-    step: Step, result: StepResult, dest: str, started: datetime, redact: Callable[[Any], Any]
-) -> StepFinished:
-    """The `step` event: the outcome, the route taken, attempts and time."""
-    return StepFinished(
-        step_id=step.id,
-        outcome=str(result.outcome),
-        route=dest,
-        attempts=result.attempts,
-        ms=round((now() - started).total_seconds() * 1000, 3),
-        error=redact(result.error) if result.error else None,
-    )
-
-
-def _review_due(compiled: CompiledFlow, step: Step, dest: str) -> datetime | None:
-    """When a run that stops here for review expires (None: it waits for ever)."""
-    if dest != Ending.HUMAN_REVIEW:
-        return None
-    seconds, _ = step.review_expiry(compiled.flow)
-    return now() + timedelta(seconds=seconds) if seconds else None
-
-
-def _reason(step: Step, result: StepResult, dest: str) -> str | None:
-    if result.reason:
-        return result.reason
-    if dest in STOPS and result.error:
-        return f"step {step.id} failed: {result.error['message']}"
-    return None

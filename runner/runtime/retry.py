@@ -3,6 +3,11 @@ deadline, retry classes, and a server's Retry-After honoured up to the cap: a se
 that asks for a longer wait than `max_interval_seconds` is not waited for (the run would
 hold its thread and its lease all that time); the call fails, saying so.
 
+Under a worker (`PARKING` set) a long wait is not slept through at all: a wait longer
+than `Parking.after` seconds, a long backoff or a Retry-After (then honoured whatever
+the cap), raises `WaitTooLong`, and the engine parks the run until the wait is over.
+The attempts made before the park count when the run comes back (`prior_attempts`).
+
 Waiting goes through an injected clock, so tests assert the waits without sleeping.
 """
 
@@ -11,6 +16,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -22,6 +28,27 @@ __all__ = ["Attempt", "Clock", "Retrier", "RetriesExhaustedError", "SystemClock"
 from runner.lang.model import RetryPolicy
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Parking:
+    """Waits longer than `after` seconds park the run; `prior_attempts` were made
+    before the run was last parked, at the same call."""
+
+    after: float
+    prior_attempts: int = 0
+
+
+PARKING: ContextVar[Parking | None] = ContextVar("runner_parking", default=None)
+
+
+class WaitTooLong(Exception):
+    """A retry wait too long to hold a thread for: the run is parked instead."""
+
+    def __init__(self, seconds: float, attempts: list[Attempt]) -> None:
+        super().__init__(f"waiting {seconds:g} s before attempt {len(attempts) + 1}")
+        self.seconds = seconds
+        self.attempts = attempts
 
 
 class Clock(Protocol):
@@ -57,11 +84,15 @@ class Retrier:
         started = self.clock.monotonic()
         self._planned: dict[int, float] = {}
         self._refused: str | None = None  # why a wait the server asked for was not taken
+        self._parking = PARKING.get()
+        if self._parking is not None and self._parking.prior_attempts:  # for this call only
+            PARKING.set(Parking(self._parking.after))
+        self._prior = self._parking.prior_attempts if self._parking else 0
         retrying = tenacity.Retrying(
             stop=self._stop(started),
             wait=self._wait,
             retry=tenacity.retry_if_exception(self._should_retry),
-            sleep=self.clock.sleep,
+            sleep=lambda seconds: self._sleep(seconds, attempts),
             before_sleep=lambda state: self._record(state, attempts),
             reraise=True,
         )
@@ -69,8 +100,14 @@ class Retrier:
             return retrying(function)
         except StepError as exc:
             message = f"{exc}; {self._refused}" if self._refused else str(exc)
-            attempts.append(Attempt(len(attempts) + 1, exc.kind, message, None))
+            attempts.append(Attempt(len(attempts) + self._prior + 1, exc.kind, message, None))
             raise RetriesExhaustedError(attempts, exc) from exc
+
+    def _sleep(self, seconds: float, attempts: list[Attempt]) -> None:
+        """Wait, or ask to park the run when the wait is too long to hold a thread."""
+        if self._parking is not None and seconds > self._parking.after:
+            raise WaitTooLong(seconds, attempts)
+        self.clock.sleep(seconds)
 
     def _should_retry(self, exc: BaseException) -> bool:
         if not isinstance(exc, StepError) or exc.kind not in self.policy.retry_on:
@@ -79,7 +116,7 @@ class Retrier:
 
     def _stop(self, started: float) -> Callable[[tenacity.RetryCallState], bool]:
         def stop(state: tenacity.RetryCallState) -> bool:
-            if state.attempt_number >= self.policy.max_attempts:
+            if state.attempt_number + self._prior >= self.policy.max_attempts:
                 return True
             if self._asked_too_long(state):
                 return True
@@ -95,7 +132,7 @@ class Retrier:
         """Whether the server asked for a longer wait than the policy allows."""
         asked = _retry_after(state)
         cap = self.policy.max_interval_seconds
-        if asked is None or asked <= cap:
+        if asked is None or asked <= cap or self._parking is not None:
             return False
         self._refused = (
             f"the server asked to wait {round(asked, 1):g} s, "
@@ -122,7 +159,8 @@ class Retrier:
     def _record(self, state: tenacity.RetryCallState, attempts: list[Attempt]) -> None:
         error: Any = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else None
-        attempt = Attempt(state.attempt_number, getattr(error, "kind", "error"), str(error), wait)
+        number = state.attempt_number + self._prior
+        attempt = Attempt(number, getattr(error, "kind", "error"), str(error), wait)
         attempts.append(attempt)
         if self.on_attempt:
             self.on_attempt(attempt)

@@ -34,6 +34,7 @@ class RunState:
     seq: int
     usage: Usage = field(default_factory=Usage)
     owner: str | None = None  # the lease token the engine drives the run under
+    prior_attempts: int = 0  # made at its position before the run was parked there
 
 
 class Visit:

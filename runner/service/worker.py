@@ -42,6 +42,7 @@ class WorkerOptions:
     grace_seconds: float = 30.0
     expire_seconds: float = 5.0  # how often overdue reviews are looked for
     park_seconds: float = 60.0  # how long a run that cannot go on here waits
+    park_after_seconds: float = 30.0  # a longer retry wait parks the run (runtime.parking)
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Worker:
 
     def __init__(self, engine: Engine, options: WorkerOptions) -> None:
         self.engine = engine
+        self.engine.park_after = options.park_after_seconds
         self.store = engine.store
         self.options = options
         self.wakeup = Wakeup(self.store.url, options.poll_seconds)

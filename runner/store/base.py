@@ -65,8 +65,21 @@ class Store(Protocol):
         claims never take the same run."""
         ...
 
-    def park(self, run_id: str, owner: str, due_at: datetime, reason: str | None = None) -> bool:
-        """Queue a running run again, due at `due_at`, if `owner` or nobody holds it."""
+    def park(
+        self,
+        run_id: str,
+        owner: str,
+        due_at: datetime,
+        reason: str | None = None,
+        events: Sequence[Event] = (),
+    ) -> bool:
+        """Queue a running run again, due at `due_at`, with `reason` and `events`, if
+        `owner` or nobody holds it; False, with nothing written, otherwise."""
+        ...
+
+    def set_aside_effect(self, key: str, run_id: str, owner: str | None) -> None:
+        """Mark the run's started effect `key` failed, to start again later (fenced by
+        `owner`'s lease when given)."""
         ...
 
     def queue_depth(self, at: datetime | None = None) -> tuple[int, datetime | None]:

@@ -24,12 +24,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from runner.core.errors import StoreError
 from runner.core.events import RunQueued, RunResumed
-from runner.core.vocabulary import RunStatus
+from runner.core.vocabulary import EffectStatus, RunStatus
 from runner.store.leases import lease_until
 from runner.store.records import Event, FlowVersion, RunRecord, aware, now
-from runner.store.rows import pinned, run_record
-from runner.store.tables import runs
+from runner.store.rows import holds, pinned, run_record
+from runner.store.tables import effects, runs
 
 QUEUE_CHANNEL = "runner_queue"
 
@@ -113,10 +114,18 @@ class RunQueue:
         by_id = {row.id: run_record(row) for row in claimed}
         return [by_id[i] for i in ids]
 
-    def park(self, run_id: str, owner: str, due_at: datetime, reason: str | None = None) -> bool:
-        """Queue the run again, due at `due_at`, with `reason` saying why it waits, if
-        `owner` holds its lease or nobody does (its lease given up); False, with nothing
-        written, if another process holds it or it is no longer running."""
+    def park(
+        self,
+        run_id: str,
+        owner: str,
+        due_at: datetime,
+        reason: str | None = None,
+        events: Sequence[Event] = (),
+    ) -> bool:
+        """Queue the run again, due at `due_at`, with `reason` saying why it waits and
+        `events` for its audit trail, if `owner` holds its lease or nobody does (its
+        lease given up); False, with nothing written, if another process holds it or it
+        is no longer running."""
         with self._begin() as conn:
             moved = conn.execute(
                 runs.update()
@@ -134,7 +143,26 @@ class RunQueue:
                     updated_at=now(),
                 )
             )
-            return moved.rowcount == 1
+            if moved.rowcount != 1:
+                return False
+            self._insert_events(conn, run_id, events)
+            return True
+
+    def set_aside_effect(self, key: str, run_id: str, owner: str | None) -> None:
+        """Mark a started effect of the run failed, so that it starts again (a parked
+        step's, whose call did not go through), while `owner` holds the run's lease."""
+        with self._begin() as conn:
+            if owner is not None and not holds(conn, run_id, owner):
+                raise StoreError(f"run {run_id} is no longer leased to this process")
+            conn.execute(
+                effects.update()
+                .where(
+                    effects.c.key == key,
+                    effects.c.run_id == run_id,
+                    effects.c.status == EffectStatus.STARTED.value,
+                )
+                .values(status=EffectStatus.FAILED.value, finished_at=now())
+            )
 
     def release(self, run_id: str, owner: str) -> None:
         """Give up `owner`'s lease on the run, if it holds it; a run left running is

@@ -70,8 +70,10 @@ class LedgerLog(SqlStore):
 
     log: list[str]
 
-    def start_effect(self, key: str, run_id: str, step_id: str, tool: str) -> Effect | None:
-        existing = super().start_effect(key, run_id, step_id, tool)
+    def start_effect(
+        self, key: str, run_id: str, step_id: str, tool: str, owner: str | None = None
+    ) -> Effect | None:
+        existing = super().start_effect(key, run_id, step_id, tool, owner)
         self.log.append("ledger started")
         return existing
 
