@@ -16,10 +16,11 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from runner.core.errors import LLMError
 from runner.core.llm import LLMClient, LLMRequest, LLMResponse, ToolCallRequest
+from runner.runtime.openai_compat import OpenAICompatible, takes
 
 __all__ = ["LLMClient", "LLMRequest", "LLMResponse", "LiteLLMClient", "ToolCallRequest"]
 
@@ -40,6 +41,7 @@ class LiteLLMClient:
 
     def __init__(self, local: Any = None) -> None:
         self.local = local
+        self._lean = OpenAICompatible()  # OpenAI-compatible servers: no litellm per call
 
     def complete(self, request: LLMRequest) -> LLMResponse:
         litellm = _litellm()
@@ -47,6 +49,15 @@ class LiteLLMClient:
             kwargs = self._arguments(litellm, request)
         except OSError as exc:  # a local model that could not be fetched or started
             raise LLMError(f"model {request.model}: {exc}", "connection") from exc
+        if takes(kwargs):
+            prices = _prices(litellm, request.model, kwargs["model"])
+            return cast(
+                LLMResponse,
+                within(
+                    request.timeout_seconds,
+                    lambda: self._lean.complete(kwargs, request.model, prices),
+                ),
+            )
         started = time.perf_counter()
         try:
             response = within(request.timeout_seconds, lambda: litellm.completion(**kwargs))
@@ -117,6 +128,18 @@ class LiteLLMClient:
             },
         )
         return {"type": "json_object"}
+
+
+def _prices(litellm: Any, model: str, sent: str) -> Callable[[int, int], float | None]:
+    """What a call's tokens cost, from litellm's price table (runner's local models cost
+    nothing; a model the table does not know, None)."""
+    if model.startswith("local/"):
+        return lambda prompt, completion: 0.0
+    entry = litellm.model_cost.get(sent.removeprefix("openai/")) or {}
+    per_in, per_out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
+    if per_in is None or per_out is None:
+        return lambda prompt, completion: None
+    return lambda prompt, completion: prompt * float(per_in) + completion * float(per_out)
 
 
 def within(seconds: float, call: Callable[[], Any]) -> Any:
