@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from runner.cli.output import add_store_options, open_store
 from runner.cli.runs import read_input
-from runner.core.errors import InputError, UsageError
+from runner.core.errors import InputError, StoreError, UsageError
 from runner.core.notices import notice
 from runner.core.vocabulary import ExitCode
 
@@ -165,17 +165,42 @@ def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
     options = WorkerOptions(
         args.concurrency, names, args.poll, args.grace, park_after_seconds=args.park_after
     )
-    worker = Worker(Engine(open_store(args, create=True, expire=False)), options)
     stop = threading.Event()
-    asked = worker.stop_soon(stop)
+    workers: list[Any] = []
+
+    def asked(*_: Any) -> None:
+        stop.set()
+        for worker in workers:
+            worker.wakeup.wake()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: asked())
-    notice(f"worker started: {args.concurrency} at a time, flows: {', '.join(names) or 'all'}")
-    tally = worker.run(stop)
-    done = ", ".join(f"{n} {s}" for s, n in sorted(tally.by_status.items())) or "no runs"
-    released = f"; {tally.released} released mid-step" if tally.released else ""
-    print(f"worker stopped: {done}{released}", file=out)
+        signal.signal(sig, asked)
+    store = _reachable_store(args, stop)
+    if store is not None:
+        workers.append(Worker(Engine(store), options))
+        notice(f"worker started: {args.concurrency} at a time, flows: {', '.join(names) or 'all'}")
+        tally = workers[0].run(stop)
+        done = ", ".join(f"{n} {s}" for s, n in sorted(tally.by_status.items())) or "no runs"
+        released = f"; {tally.released} released mid-step" if tally.released else ""
+        print(f"worker stopped: {done}{released}", file=out)
     return ExitCode.OK
+
+
+def _reachable_store(args: argparse.Namespace, stop: threading.Event) -> Any:
+    """The store, once it can be reached: a worker started while the database server
+    is away (restarting, not up yet) waits for it, as its claim loop does later. None
+    when stopped meanwhile. A store that cannot be used at all is an error at once."""
+    wait = 0.5
+    while not stop.is_set():
+        try:
+            return open_store(args, create=True, expire=False, connections=args.concurrency + 4)
+        except StoreError as exc:
+            if not exc.transient:
+                raise
+            notice(f"waiting for the run store: {exc}", level="warning")
+        stop.wait(wait)
+        wait = min(wait * 2, 10.0)
+    return None
 
 
 def _folder_flows(folder: str | None) -> tuple[str, ...]:

@@ -23,7 +23,13 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json"), default="text")
 
 
-def open_store(args: argparse.Namespace, *, expire: bool = True, create: bool = False) -> Any:
+def open_store(
+    args: argparse.Namespace,
+    *,
+    expire: bool = True,
+    create: bool = False,
+    connections: int | None = None,
+) -> Any:
     """The run store `--db` (or RUNNER_DB, or the default) names. Only commands that
     start runs `create` it; for the others a store that is not there is a StoreError
     that says where they looked. Reviews that are overdue take their expiry route
@@ -31,7 +37,7 @@ def open_store(args: argparse.Namespace, *, expire: bool = True, create: bool = 
     from runner.store import open_store as open_at
     from runner.store.sql import store_url
 
-    store = open_at(store_url(args.db), create=create)
+    store = open_at(store_url(args.db), create=create, connections=connections)
     if expire:
         _expire_due(store)
     return store

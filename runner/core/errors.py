@@ -63,7 +63,13 @@ class InputError(RunnerError):
 
 
 class StoreError(RunnerError):
-    """The run store cannot be used: wrong URL, unknown run, unexpected state."""
+    """The run store cannot be used: wrong URL, unknown run, unexpected state.
+    `transient` when it may pass by itself (the server unreachable for a moment, a
+    SQLite file locked by another process): the same write may be tried again."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class StepError(RunnerError):

@@ -42,7 +42,7 @@ from runner.runtime.parking import Parked, parking, prior_attempts
 from runner.runtime.redact import check_environment, redactor
 from runner.runtime.retry import Clock, Retrier, SystemClock
 from runner.runtime.session import Session, Usage
-from runner.runtime.stepend import finished_event, reason, review_due
+from runner.runtime.stepend import commit_step, finished_event, reason, review_due
 from runner.runtime.upgrade import check_upgrade
 from runner.runtime.versions import flow_version
 from runner.runtime.visit import Environment, RunState, Visit
@@ -262,7 +262,7 @@ class Engine:
             position.trigger(str(result.outcome))
             dest = position.state
         commit = self._commit(compiled, step, state, result, dest, started)
-        self.store.commit_step(state.run_id, owner, commit)
+        commit_step(self.store, state.run_id, owner, commit, self.clock)
         if result.outcome != Outcome.ERROR:
             state.outputs[step.id] = commit.checkpoint.output
         return commit

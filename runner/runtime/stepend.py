@@ -1,5 +1,6 @@
-"""What a finished step records beside its output: its `step` event, the reason a run
-that stops there shows, and when a review it waits for expires."""
+"""What a finished step records beside its output (its `step` event, the reason a run
+that stops there shows, when a review it waits for expires), and committing it through
+a moment when the store cannot be reached."""
 
 from __future__ import annotations
 
@@ -7,11 +8,51 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from runner.core.errors import StoreError
 from runner.core.events import StepFinished, now
 from runner.core.vocabulary import STOPS, Ending
 from runner.kinds.base import StepResult
 from runner.lang.compiler import CompiledFlow
 from runner.lang.model import Step
+from runner.runtime.retry import Clock
+from runner.store.base import Store
+from runner.store.records import StepCommit
+
+FIRST_WAIT, LONGEST_WAIT = 0.2, 5.0  # seconds between tries of a commit
+
+
+def commit_step(store: Store, run_id: str, owner: str, commit: StepCommit, clock: Clock) -> None:
+    """Commit a finished step. A transient failure (the database server restarting, a
+    moment of network trouble) is tried again for as long as the lease would last: the
+    commit is fenced by the lease, so trying again can never write over another holder,
+    and a commit whose answer was lost after it went through is found by its
+    checkpoint. The step's work, an effect's answer above all, is not given up over a
+    blip."""
+    deadline = clock.monotonic() + store.lease_seconds
+    wait = FIRST_WAIT
+    while True:
+        try:
+            store.commit_step(run_id, owner, commit)
+            return
+        except StoreError as exc:
+            if not exc.transient or clock.monotonic() + wait > deadline:
+                raise
+        clock.sleep(wait)
+        wait = min(wait * 2, LONGEST_WAIT)
+        if _committed(store, run_id, commit):
+            return
+
+
+def _committed(store: Store, run_id: str, commit: StepCommit) -> bool:
+    """Whether this very checkpoint is stored (its commit went through after all)."""
+    mine = commit.checkpoint
+    try:
+        return any(
+            c.seq == mine.seq and c.step_id == mine.step_id and c.finished_at == mine.finished_at
+            for c in store.checkpoints(run_id)
+        )
+    except StoreError:
+        return False
 
 
 def finished_event(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -89,15 +88,6 @@ class Worker:
         self._drain()
         self.wakeup.close()
         return self.tally
-
-    def stop_soon(self, stop: threading.Event) -> Callable[[], None]:
-        """A function that sets `stop` and wakes the loop (for signal handlers)."""
-
-        def now() -> None:
-            stop.set()
-            self.wakeup.wake()
-
-        return now
 
     # -- claiming ----------------------------------------------------------------------
     def _claim(self) -> bool:

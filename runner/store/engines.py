@@ -84,14 +84,23 @@ def make_room(url: str, *, create: bool) -> None:
         ) from exc
 
 
-def create_engine(url: str, *, durable: bool = True) -> sa.Engine:
-    """An engine for the store at `url`; SQLite gets its pragmas (see runner.store.sqlite)."""
+def create_engine(url: str, *, durable: bool = True, connections: int | None = None) -> sa.Engine:
+    """An engine for the store at `url`; SQLite gets its pragmas (see runner.store.sqlite).
+    A server's pool keeps `connections` open (default 5; a worker asks for one per run
+    it drives at once, so that no run waits for a connection), and opens up to 10 more
+    when they are all in use."""
     parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         make_room(url, create=True)
         return sqlite_engine(parsed, durable=durable)
     try:
-        return sa.create_engine(parsed, pool_pre_ping=True, json_serializer=dumps)
+        return sa.create_engine(
+            parsed,
+            pool_pre_ping=True,
+            pool_size=connections or 5,
+            max_overflow=10,
+            json_serializer=dumps,
+        )
     except (ImportError, sa.exc.NoSuchModuleError) as exc:
         raise StoreError(f"cannot open the run store at {safe_url(url)}: {exc}") from exc
 

@@ -44,8 +44,10 @@ def store_fault(exc: sa.exc.DBAPIError, place: Place) -> StoreError | None:
         return None
     text = " ".join(str(exc.orig).split()) or type(exc.orig).__name__
     if place.dialect == "sqlite":
-        return StoreError(_file_fault(text, place))
-    return StoreError(_server_fault(getattr(exc.orig, "sqlstate", None), text, place))
+        return StoreError(_file_fault(text, place), transient="locked" in text.lower())
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    away = sqlstate is None or sqlstate[:2] in ("08", "57") or exc.connection_invalidated
+    return StoreError(_server_fault(sqlstate, text, place), transient=away)
 
 
 def _file_fault(text: str, place: Place) -> str:

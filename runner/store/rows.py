@@ -36,9 +36,12 @@ def by_prefix(conn: sa.Connection, prefix: str) -> Any:
 
 
 def holds(conn: sa.Connection, run_id: str, owner: str) -> bool:
-    """Whether `owner` holds the run's lease, read inside the caller's transaction."""
-    found = conn.execute(sa.select(runs.c.lease_owner).where(runs.c.id == run_id)).scalar()
-    return bool(found == owner)
+    """Whether `owner` holds the run's lease, read inside the caller's transaction and
+    kept so until it ends: the row stays locked (FOR UPDATE on PostgreSQL; SQLite's
+    write lock is held already), so no claim can take the run before the write that
+    this check guards commits."""
+    query = sa.select(runs.c.lease_owner).where(runs.c.id == run_id).with_for_update()
+    return bool(conn.execute(query).scalar() == owner)
 
 
 def same(column: Any, value: Any) -> Any:

@@ -95,12 +95,13 @@ class SqlStore(RunQueue):
         durable: bool = True,
         create: bool = True,
         lease_seconds: float | None = None,
+        connections: int | None = None,
     ) -> None:
         self.url = url
         self.lease_seconds = lease_seconds or _lease_seconds()
         make_room(url, create=create)
         self._place = place_of(url)
-        self.engine = create_engine(url, durable=durable)
+        self.engine = create_engine(url, durable=durable, connections=connections)
         sqlite = self.engine.dialect.name == "sqlite"
         # An in-memory database is one connection shared by all threads: take turns.
         memory = self.engine.pool.__class__ is sa.pool.StaticPool

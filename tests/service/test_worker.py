@@ -313,3 +313,20 @@ def test_sigterm_drains_at_step_boundaries_and_another_worker_finishes(folder: P
     logged = _log(folder)
     assert sorted(logged) == sorted(set(logged))  # no step ran twice
     assert len(logged) == 12
+
+
+@pytest.mark.slow
+def test_a_worker_waits_for_a_database_that_is_not_up_yet(refused_url: str) -> None:
+    port = refused_url.rsplit(":", 1)[1]
+    db = f"postgresql+psycopg://postgres@127.0.0.1:{port}/runner"
+    worker = subprocess.Popen(
+        [*RUNNER, "worker", "--db", db], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert worker.stderr is not None
+    first = worker.stderr.readline()  # once it says so, its SIGTERM handler is in place
+    assert "waiting for the run store: cannot reach the database server" in first
+    time.sleep(1.0)
+    assert worker.poll() is None  # still waiting, not gone with an error
+    worker.send_signal(signal.SIGTERM)
+    out, _ = worker.communicate(timeout=20)
+    assert (worker.returncode, out) == (0, "")
