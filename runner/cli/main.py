@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     from runner.cli.project import add_project_commands
     from runner.cli.review import add_review_commands
     from runner.cli.runs import add_run_commands
+    from runner.cli.serve import add_serve_commands
+    from runner.cli.stats import add_stats_command
     from runner.cli.test import add_test_command
     from runner.cli.validate import add_validate_commands
 
@@ -113,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_command(commands)
     add_project_commands(commands)
     add_db_commands(commands)
+    add_stats_command(commands)
     add_fleet_commands(commands)
+    add_serve_commands(commands)
     return parser
 
 

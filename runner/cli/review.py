@@ -138,13 +138,14 @@ def _desk(args: argparse.Namespace, *, sweep: bool = True) -> Any:
 
 def _queue(args: argparse.Namespace, out: TextIO, status: str) -> int:
     from runner.cli import review_show
+    from runner.review.proposals import proposal_json
 
     items = _desk(args).queue(status=status, flow=args.flow, limit=QUEUE_LIMIT)
     at = datetime.now(UTC)
     if status == RunStatus.ESCALATED:
         items = review_show.waiting_order(items, at)
     if args.format == "json":
-        json.dump([review_show.proposal_json(p) for p in items], out, indent=2, default=str)
+        json.dump([proposal_json(p) for p in items], out, indent=2, default=str)
         out.write("\n")
         return ExitCode.OK
     if not items:
@@ -164,12 +165,13 @@ def cmd_dlq_list(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_review_show(args: argparse.Namespace, out: TextIO) -> int:
     from runner.cli import review_show
+    from runner.review.proposals import proposal_json
 
     desk = _desk(args)
     p = desk.proposal(args.run_id)
     events = desk.store.events(p.run.id)
     if args.format == "json":
-        data = review_show.proposal_json(p)
+        data = proposal_json(p)
         data["decisions"] = [  # what an override covers is in the decision's event
             {k: v for k, v in d.__dict__.items() if k != "overrides"}
             for d in desk.store.decisions(p.run.id)

@@ -163,3 +163,36 @@ def _route(compiled: CompiledFlow, step: Step, trigger: str) -> str | None:
         return compiled.route(step.id, trigger)
     except KeyError:
         return None
+
+
+def proposal_json(p: Proposal) -> dict[str, Any]:
+    """A proposal as `--format json` gives it: the text's data, as fields."""
+    return {
+        "run": p.run.id,
+        "flow": p.run.flow_name,
+        "status": p.run.status,
+        "step": p.step_id,
+        "reason": p.run.reason,
+        "title": p.title,
+        "shown": dict(p.shown),
+        "score": p.score,
+        "method": p.method,
+        "proposed_step": p.target,
+        "proposed_output": p.content,
+        "content_hash": p.content_hash,
+        "editable": p.editable,
+        "effect_in_doubt": p.effect_key,
+        "hits": [h.data for h in p.hits],
+        "invalid_answers": [
+            {"repair": a.repair, "problem": a.problem, "answer": a.answer}
+            for a in p.invalid_answers
+        ],
+        "reviewers": list(p.reviewers),
+        "due_at": p.due_at.isoformat() if p.due_at else None,
+        "on_approved": p.on_approved,
+        "on_rejected": p.on_rejected,
+        "on_expired": p.on_expired,
+        "error": p.run.error,
+        "input": p.run.input,
+        "updated_at": p.run.updated_at.isoformat(),
+    }

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from runner.store.records import (
     Checkpoint,
@@ -25,6 +25,9 @@ from runner.store.records import (
     RunRecord,
     StepCommit,
 )
+
+if TYPE_CHECKING:  # runner.store.tokens loads SQLAlchemy; this module must not
+    from runner.store.tokens import TokenRecord
 
 
 @runtime_checkable
@@ -96,9 +99,16 @@ class Store(Protocol):
         ...
 
     def list_runs(
-        self, *, status: str | None = None, flow: str | None = None, limit: int = 50
+        self,
+        *,
+        status: str | None = None,
+        flow: str | None = None,
+        limit: int = 50,
+        before: tuple[datetime, str] | None = None,
     ) -> list[RunRecord]:
-        """Runs newest first, at most `limit`, optionally of one status and one flow."""
+        """Runs newest first (created_at, then id, both descending), at most `limit`,
+        optionally of one status and one flow. With `before` = (created_at, id) of a
+        run, only the runs after it in that order: the next page of a listing."""
         ...
 
     def claim(
@@ -190,6 +200,25 @@ class Store(Protocol):
         with nothing written, if the key is already in the ledger. Of processes starting
         one key at once, one gets None and the others the row or a StoreError. With
         `owner`, fenced by the run's lease: StoreError unless `owner` holds it."""
+        ...
+
+    # -- the API tokens of `runner serve` (runner.store.tokens) ---------------------------
+    def add_token(
+        self, token_id: str, name: str, secret_hash: str, scopes: Sequence[str]
+    ) -> TokenRecord:
+        """Store a new API token: the sha256 of its secret, never the secret."""
+        ...
+
+    def token(self, token_id: str) -> TokenRecord | None:
+        """The API token with this id, revoked or not; None if there is none."""
+        ...
+
+    def list_tokens(self) -> list[TokenRecord]:
+        """Every API token, revoked ones too, oldest first."""
+        ...
+
+    def revoke_token(self, token_id: str) -> bool:
+        """Revoke an API token now; False if there is none or it was revoked already."""
         ...
 
     def close(self) -> None:

@@ -81,11 +81,12 @@ from runner.store.tables import (
     flow_versions,
     runs,
 )
+from runner.store.tokens import TokenStore
 
 __all__ = ["DEFAULT_URL", "LEASE_SECONDS", "SqlStore", "owner_id", "store_url"]
 
 
-class SqlStore(RunQueue):
+class SqlStore(RunQueue, TokenStore):
     """The run store on any SQLAlchemy database (SQLite and PostgreSQL are tested)."""
 
     def __init__(
@@ -196,14 +197,24 @@ class SqlStore(RunQueue):
         return run_record(row)
 
     def list_runs(
-        self, *, status: str | None = None, flow: str | None = None, limit: int = 50
+        self,
+        *,
+        status: str | None = None,
+        flow: str | None = None,
+        limit: int = 50,
+        before: tuple[datetime, str] | None = None,
     ) -> list[RunRecord]:
-        """Runs newest first, optionally of one status and one flow."""
-        query = runs.select().order_by(runs.c.created_at.desc(), runs.c.id).limit(limit)
+        """Runs newest first (then by id, descending), optionally of one status and one
+        flow; with `before` (created_at, id), only the runs after that one in this order."""
+        query = runs.select().order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
         if status:
             query = query.where(runs.c.status == status)
         if flow:
             query = query.where(runs.c.flow_name == flow)
+        if before is not None:
+            at, last = before
+            older = sa.and_(runs.c.created_at == at, runs.c.id < last)
+            query = query.where(sa.or_(runs.c.created_at < at, older))
         with self._connect() as conn:
             return [run_record(row) for row in conn.execute(query)]
 
