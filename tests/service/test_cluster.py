@@ -343,7 +343,15 @@ class Host:
         return f"{self.space.name}: worker exited {self.proc.returncode}:\n{self.log(-1)[-3000:]}"
 
     def stop(self) -> int | None:
-        """SIGTERM (drain) and wait; the exit code of the last worker."""
+        """SIGTERM (drain) and wait; the exit code of the last worker. A worker restarted
+        a moment ago is first let past its start-up (until then SIGTERM ends a Python
+        process at once, as it would under any supervisor)."""
+        deadline = time.monotonic() + 30
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            said = self.log(-1)
+            if "worker started" in said or "waiting for the run store" in said:
+                break
+            time.sleep(0.05)
         if self.proc.poll() is None and self.proc.pid not in self.killed:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -469,9 +477,8 @@ class Chaos:
 
     def restart_database(self) -> Iterator[None]:
         """Once the partition is over (not during it: the held run's commit must reach
-        the database to be refused), while every worker is past its start: a worker
-        that cannot open the store when it starts exits (a supervisor would start it
-        again); one that is running rides the restart out."""
+        the database to be refused), while every worker is past its start, so that the
+        restart lands on workers that are running and must ride it out."""
         yield from self.until("partition's end", lambda: self.refusal is not None, TIMEOUT)
         yield from self.until("workers started", self.all_started, 60)
         start, progress = time.time(), self.done / RUNS
