@@ -193,7 +193,7 @@ def _reachable_store(args: argparse.Namespace, stop: threading.Event) -> Any:
     wait = 0.5
     while not stop.is_set():
         try:
-            return open_store(args, create=True, expire=False, connections=args.concurrency + 4)
+            return open_store(args, create=True, expire=False, connections=_pool(args.concurrency))
         except StoreError as exc:
             if not exc.transient:
                 raise
@@ -201,6 +201,13 @@ def _reachable_store(args: argparse.Namespace, stop: threading.Event) -> Any:
         stop.wait(wait)
         wait = min(wait * 2, 10.0)
     return None
+
+
+def _pool(concurrency: int) -> int:
+    """A worker's database connections: its runs take turns for them (a transaction
+    lasts milliseconds), so a few serve many runs; two more for the claim loop and the
+    heartbeat. (The LISTEN connection comes on top.)"""
+    return min(concurrency, 16) + 2
 
 
 def _folder_flows(folder: str | None) -> tuple[str, ...]:

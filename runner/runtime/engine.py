@@ -48,7 +48,7 @@ from runner.runtime.versions import flow_version
 from runner.runtime.visit import Environment, RunState, Visit
 from runner.store.base import Store
 from runner.store.leases import Heartbeat, owner_id
-from runner.store.records import Checkpoint, FlowVersion, StepCommit
+from runner.store.records import Checkpoint, FlowVersion, RunRecord, StepCommit
 
 __all__ = [
     "DEFAULT_MAX_INPUT_BYTES",
@@ -192,16 +192,20 @@ class Engine:
         self._flows.setdefault(digest, compiled)
         self.store.repin(run_id, owner, self._versions[digest])
 
-    def continue_claimed(self, run_id: str, owner: str) -> RunResult:
-        """Drive a run that `owner` holds the lease of, from its stored position."""
-        record = self.store.run(run_id)
+    def continue_claimed(
+        self, run_id: str, owner: str, record: RunRecord | None = None
+    ) -> RunResult:
+        """Drive a run that `owner` holds the lease of, from its stored position. A
+        worker gives the `record` its claim returned (saving reads: a run that took no
+        step has no checkpoints; only a run parked until `due_at` has earlier attempts)."""
+        record = record or self.store.run(run_id)
         compiled = self.flow(record.flow_digest)
         try:
             check_environment(compiled, self.environ)
         except InputError:
             self.store.release(record.id, owner)
             raise
-        done = self.store.checkpoints(record.id)
+        done = self.store.checkpoints(record.id) if record.steps_run else []
         state = RunState(
             run_id=record.id,
             flow=compiled.flow.name,
@@ -211,7 +215,7 @@ class Engine:
             usage=Usage(record.llm_calls, record.tokens, record.cost_usd),
             owner=owner,
         )
-        if self.park_after is not None:  # only a worker parks, and claims parked runs
+        if self.park_after is not None and record.due_at is not None:  # a parked run
             state.prior_attempts = prior_attempts(self.store.events(run_id), record.position)
         return self._drive(compiled, state, record.position, owner)
 

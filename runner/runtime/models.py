@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from runner.core.errors import LLMError
 from runner.core.llm import LLMClient, LLMRequest, LLMResponse, ToolCallRequest
-from runner.runtime.openai_compat import OpenAICompatible, takes
+from runner.runtime.openai_compat import OpenAICompatible, lean_path, pricing
 
 __all__ = ["LLMClient", "LLMRequest", "LLMResponse", "LiteLLMClient", "ToolCallRequest"]
 
@@ -44,13 +44,14 @@ class LiteLLMClient:
         self._lean = OpenAICompatible()  # OpenAI-compatible servers: no litellm per call
 
     def complete(self, request: LLMRequest) -> LLMResponse:
-        litellm = _litellm()
+        lean = lean_path(request)
+        litellm = None if lean else _litellm()  # the lean path never loads litellm
         try:
             kwargs = self._arguments(litellm, request)
         except OSError as exc:  # a local model that could not be fetched or started
             raise LLMError(f"model {request.model}: {exc}", "connection") from exc
-        if takes(kwargs):
-            prices = _prices(litellm, request.model, kwargs["model"])
+        if lean:
+            prices = pricing(request.model, kwargs["model"])
             return cast(
                 LLMResponse,
                 within(
@@ -58,6 +59,7 @@ class LiteLLMClient:
                     lambda: self._lean.complete(kwargs, request.model, prices),
                 ),
             )
+        assert litellm is not None
         started = time.perf_counter()
         try:
             response = within(request.timeout_seconds, lambda: litellm.completion(**kwargs))
@@ -108,7 +110,7 @@ class LiteLLMClient:
     ) -> dict[str, Any]:
         schema = request.schema if isinstance(request.schema, dict) else {}
         native = request.model.startswith("local/")
-        if not native:
+        if not native and litellm is not None:
             try:
                 native = bool(litellm.supports_response_schema(model=request.model))
             except Exception:
@@ -128,18 +130,6 @@ class LiteLLMClient:
             },
         )
         return {"type": "json_object"}
-
-
-def _prices(litellm: Any, model: str, sent: str) -> Callable[[int, int], float | None]:
-    """What a call's tokens cost, from litellm's price table (runner's local models cost
-    nothing; a model the table does not know, None)."""
-    if model.startswith("local/"):
-        return lambda prompt, completion: 0.0
-    entry = litellm.model_cost.get(sent.removeprefix("openai/")) or {}
-    per_in, per_out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
-    if per_in is None or per_out is None:
-        return lambda prompt, completion: None
-    return lambda prompt, completion: prompt * float(per_in) + completion * float(per_out)
 
 
 def within(seconds: float, call: Callable[[], Any]) -> Any:

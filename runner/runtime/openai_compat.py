@@ -12,18 +12,24 @@ to the work itself (bench/fleet.py measures both). Providers with their own APIs
 The request is the one litellm would send (runner.runtime.models builds it), and errors
 get the same retry classes: 429 (with its Retry-After), 5xx, other 4xx, timeouts and
 refused connections. Cost comes from litellm's price table when it knows the model,
-else it is unknown (None), as for a self-hosted model.
+else it is unknown (None), as for a self-hosted model. litellm itself is never imported
+on this path (it costs seconds of CPU per process): the price table is read from the
+file it ships.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from runner.core.errors import LLMError
-from runner.core.llm import LLMResponse, ToolCallRequest
+from runner.core.llm import LLMRequest, LLMResponse, ToolCallRequest
 
 # What litellm's completion() takes that the server reads; the rest is litellm's own.
 _FORWARDED = (
@@ -37,9 +43,42 @@ _FORWARDED = (
 )
 
 
-def takes(kwargs: Mapping[str, Any]) -> bool:
-    """Whether a call (litellm's arguments) goes to an OpenAI-compatible server."""
-    return bool(kwargs.get("api_base")) and str(kwargs.get("model", "")).startswith("openai/")
+def lean_path(request: LLMRequest) -> bool:
+    """Whether a call goes to an OpenAI-compatible server: runner's local models, and
+    `openai/<name>` models with an `api_base`. (A structured answer is then asked for
+    as JSON with the schema spelled out, as for any server litellm does not know to
+    take JSON Schema, except runner's own local models, which take it natively.)"""
+    if request.model.startswith("local/"):
+        return True
+    return bool(request.api_base) and request.model.startswith("openai/")
+
+
+def pricing(model: str, sent: str) -> Callable[[int, int], float | None]:
+    """What a call's tokens cost: nothing for runner's local models, by litellm's price
+    table for a model it knows, unknown (None) for any other."""
+    if model.startswith("local/"):
+        return lambda prompt, completion: 0.0
+    entry = _read_prices().get(sent.removeprefix("openai/")) or {}
+    per_in, per_out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
+    if per_in is None or per_out is None:
+        return lambda prompt, completion: None
+    return lambda prompt, completion: prompt * float(per_in) + completion * float(per_out)
+
+
+@functools.cache
+def _read_prices() -> dict[str, Any]:
+    """litellm's table of model prices, read once from the file litellm ships (the one
+    it reads itself with LITELLM_LOCAL_MODEL_COST_MAP), without importing litellm."""
+    spec = importlib.util.find_spec("litellm")  # finds the package; does not import it
+    folders = list(spec.submodule_search_locations or ()) if spec else []
+    for folder in folders:
+        path = Path(folder) / "model_prices_and_context_window_backup.json"
+        try:
+            found: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            return found
+        except (OSError, ValueError):
+            continue
+    return {}
 
 
 class OpenAICompatible:

@@ -105,16 +105,17 @@ class Worker:
     def _start(self, record: RunRecord) -> None:
         owner = str(record.lease_owner)
         thread = threading.Thread(
-            target=self._drive, args=(record.id, owner), name=f"run-{record.id}", daemon=True
+            target=self._drive, args=(record, owner), name=f"run-{record.id}", daemon=True
         )
         with self._lock:
             self._active[record.id] = (thread, owner)
         thread.start()
 
-    def _drive(self, run_id: str, owner: str) -> None:
+    def _drive(self, record: RunRecord, owner: str) -> None:
         """Drive one claimed run to its end or to a step boundary; never raises."""
+        run_id = record.id
         try:
-            result = self.engine.continue_claimed(run_id, owner)
+            result = self.engine.continue_claimed(run_id, owner, record)
             status = str(result.status)
             where = f" at {result.position}" if status != "completed" else ""
             notice(f"run {run_id} {status}{where}", run=run_id, status=status)

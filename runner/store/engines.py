@@ -86,9 +86,9 @@ def make_room(url: str, *, create: bool) -> None:
 
 def create_engine(url: str, *, durable: bool = True, connections: int | None = None) -> sa.Engine:
     """An engine for the store at `url`; SQLite gets its pragmas (see runner.store.sqlite).
-    A server's pool keeps `connections` open (default 5; a worker asks for one per run
-    it drives at once, so that no run waits for a connection), and opens up to 10 more
-    when they are all in use."""
+    A server's pool holds at most `connections` (a worker's, sized to its concurrency;
+    a thread waits its turn for one, each transaction being short), else 5 kept open
+    and up to 10 more for a moment."""
     parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         make_room(url, create=True)
@@ -98,7 +98,7 @@ def create_engine(url: str, *, durable: bool = True, connections: int | None = N
             parsed,
             pool_pre_ping=True,
             pool_size=connections or 5,
-            max_overflow=10,
+            max_overflow=0 if connections else 10,
             json_serializer=dumps,
         )
     except (ImportError, sa.exc.NoSuchModuleError) as exc:

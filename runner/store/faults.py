@@ -46,7 +46,7 @@ def store_fault(exc: sa.exc.DBAPIError, place: Place) -> StoreError | None:
     if place.dialect == "sqlite":
         return StoreError(_file_fault(text, place), transient="locked" in text.lower())
     sqlstate = getattr(exc.orig, "sqlstate", None)
-    away = sqlstate is None or sqlstate[:2] in ("08", "57") or exc.connection_invalidated
+    away = sqlstate in (None, "53300") or sqlstate[:2] in ("08", "57") or exc.connection_invalidated
     return StoreError(_server_fault(sqlstate, text, place), transient=away)
 
 
@@ -76,6 +76,12 @@ def _server_fault(sqlstate: str | None, text: str, place: Place) -> str:
     """What a database server's error says (by its SQLSTATE code)."""
     if sqlstate == "53100":  # disk_full
         return disk_full(place)
+    if sqlstate == "53300" or "too many clients" in text:  # too_many_connections
+        return (
+            f"the database server at {place.shown} has no connection left for runner "
+            f"({text}): run fewer workers or a lower --concurrency, raise the server's "
+            "max_connections, or put a connection pooler in front of it"
+        )
     if sqlstate == "25006":  # read_only_sql_transaction: a standby, or a read-only role
         return (
             f"cannot write to the run store at {place.shown}: the database server "

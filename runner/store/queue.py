@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -86,7 +87,8 @@ class RunQueue:
     def claim_queued(self, owners: Sequence[str], *, flows: Sequence[str] = ()) -> list[RunRecord]:
         """Claim up to one run per owner token: queued runs that are due and interrupted
         runs (running, with no live lease), oldest first, each leased to its own token
-        and set running, with a `run_resumed` event. `flows` limits it to those flows."""
+        and set running, with a `run_resumed` event. `flows` limits it to those flows.
+        Each record's `due_at` is when the run was due (a parked run), else None."""
         if not owners:
             return []
         stamp = now()
@@ -111,7 +113,8 @@ class RunQueue:
                 self._insert_events(conn, row.id, [RunResumed(owner=owner, from_step=row.position)])
             ids = [row.id for row in found]
             claimed = conn.execute(runs.select().where(runs.c.id.in_(ids))).all() if ids else []
-        by_id = {row.id: run_record(row) for row in claimed}
+        due = {row.id: aware(row.due_at) for row in found}
+        by_id = {row.id: replace(run_record(row), due_at=due[row.id]) for row in claimed}
         return [by_id[i] for i in ids]
 
     def park(
@@ -207,7 +210,7 @@ def _ready(at: datetime, flows: Sequence[str]) -> sa.Select[Any]:
         sa.or_(runs.c.lease_owner.is_(None), runs.c.lease_expires < at),
     )
     query = (
-        sa.select(runs.c.id, runs.c.position, runs.c.created_at)
+        sa.select(runs.c.id, runs.c.position, runs.c.created_at, runs.c.due_at)
         .where(sa.or_(due, interrupted))
         .order_by(runs.c.created_at, runs.c.id)
     )

@@ -138,3 +138,25 @@ def test_many_threads_share_one_client(http_server: ScriptedServer) -> None:
         answers = list(pool.map(lambda _: client.complete(request(http_server)), range(40)))
     assert {a.text for a in answers} == {"served"}
     assert len(http_server.requests_to(PATH)) == 40
+
+
+def test_the_lean_path_never_imports_litellm(http_server: ScriptedServer) -> None:
+    """litellm costs seconds of CPU to import: a worker that only calls OpenAI-compatible
+    servers never pays it."""
+    import subprocess
+    import sys
+
+    http_server.script(PATH, Reply(body=completion("hi")))
+    script = (
+        "import sys\n"
+        "from runner.core.llm import LLMRequest\n"
+        "from runner.runtime.models import LiteLLMClient\n"
+        f"r = LLMRequest('openai/gpt-4o-mini', [{{'role': 'user', 'content': 'x'}}], "
+        f"api_base='{http_server.url}/v1')\n"
+        "answer = LiteLLMClient().complete(r)\n"
+        "print(answer.text, answer.cost_usd > 0, 'litellm' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.split() == ["hi", "True", "False"], done.stderr
