@@ -176,6 +176,13 @@ class Engine:
                 f"{record.failed_step}: see `runner review show {record.id}`, "
                 "then approve, reject or retry it"
             )
+        elif record.status == RunStatus.QUEUED:
+            due = f", due {record.due_at:%Y-%m-%d %H:%M:%S} UTC" if record.due_at else ""
+            why = f" ({record.reason})" if record.reason else ""
+            raise StoreError(
+                f"run {record.id} is queued for a worker{due}{why}: `runner worker` "
+                "on this store runs it"
+            )
         else:
             raise StoreError(f"run {record.id} is {record.status}; there is nothing to resume")
         check_environment(compiled, self.environ)  # before the claim: a failed run stays so
