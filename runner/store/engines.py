@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -94,15 +96,44 @@ def create_engine(url: str, *, durable: bool = True, connections: int | None = N
         make_room(url, create=True)
         return sqlite_engine(parsed, durable=durable)
     try:
-        return sa.create_engine(
+        engine = sa.create_engine(
             parsed,
-            pool_pre_ping=True,
             pool_size=connections or 5,
             max_overflow=0 if connections else 10,
             json_serializer=dumps,
         )
     except (ImportError, sa.exc.NoSuchModuleError) as exc:
         raise StoreError(f"cannot open the run store at {safe_url(url)}: {exc}") from exc
+    ping_when_idle(engine)
+    return engine
+
+
+IDLE_PING_SECONDS = 2.0
+
+
+def ping_when_idle(engine: sa.Engine) -> None:
+    """Check a server connection before use only when it has lain idle for a while
+    (one that did not may have been cut since: a server restart, a firewall's timeout);
+    a dead one is replaced at once. A connection in steady use is not checked: a ping
+    before every transaction would be a round trip more for each of them. A connection
+    found dead in use fails that one transaction with a transient StoreError, which the
+    engine's step commit and the worker's claim loop try again; SQLAlchemy then drops
+    the pool's other connections of that time."""
+
+    def checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the driver's own error: the connection is gone
+            raise sa.exc.DisconnectionError(str(exc)) from exc
+
+    sa.event.listen(engine, "checkin", checkin)
+    sa.event.listen(engine, "checkout", checkout)
 
 
 @contextlib.contextmanager

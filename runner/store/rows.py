@@ -19,6 +19,7 @@ from runner.store.records import (
     Event,
     FlowVersion,
     RunRecord,
+    StepCommit,
     aware,
     now,
 )
@@ -47,6 +48,30 @@ def holds(conn: sa.Connection, run_id: str, owner: str) -> bool:
 def same(column: Any, value: Any) -> Any:
     """`column = value`, where None matches NULL."""
     return column.is_(None) if value is None else column == value
+
+
+def advanced(
+    run_id: str, owner: str, commit: StepCommit, stamp: datetime, lease_seconds: float
+) -> dict[str, Any]:
+    """The values ADVANCE_RUN moves the run with: its new status, position and model
+    use; the lease kept by `owner` (renewed from `stamp`), or given up when it ends."""
+    ending = commit.status != "running"
+    return {
+        "rid": run_id,
+        "owner": owner,
+        "new_owner": None if ending else owner,
+        "status": commit.status,
+        "position": commit.position,
+        "updated_at": stamp,
+        "failed_step": commit.failed_step,
+        "reason": commit.reason,
+        "error": commit.error,
+        "lease_expires": None if ending else lease_until(stamp, lease_seconds),
+        "llm_calls": commit.usage[0],
+        "tokens": commit.usage[1],
+        "cost_usd": commit.usage[2],
+        "due_at": commit.due_at,
+    }
 
 
 def checkpoint_row(run_id: str, cp: Checkpoint) -> dict[str, Any]:

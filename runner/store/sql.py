@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from runner.core.errors import StoreError
 from runner.core.events import RunResumed, RunStarted, parse
+from runner.store import postgres
 from runner.store.engines import (
     DEFAULT_URL,
     create_engine,
@@ -29,7 +30,7 @@ from runner.store.engines import (
     store_url,
 )
 from runner.store.faults import StoreFile, translated
-from runner.store.leases import LEASE_SECONDS, lease_free, lease_until, owner_id
+from runner.store.leases import LEASE_SECONDS, lease_free, owner_id
 from runner.store.leases import lease_seconds as _lease_seconds
 from runner.store.queue import RunQueue
 from runner.store.records import (
@@ -46,6 +47,7 @@ from runner.store.records import (
 from runner.store.revisions import ensure_schema
 from runner.store.rows import (
     START_EFFECT,
+    advanced,
     by_prefix,
     checkpoint_of,
     checkpoint_row,
@@ -266,36 +268,22 @@ class SqlStore(RunQueue, TokenStore):
     # -- steps -------------------------------------------------------------------------
     def commit_step(self, run_id: str, owner: str, commit: StepCommit) -> None:
         """Write a finished step in one transaction; fails if `owner` lost the lease.
-        A step that ends the run also gives the lease up."""
-        stamp = now()
-        ending = commit.status != "running"
-        run = {
-            "rid": run_id,
-            "owner": owner,
-            "new_owner": None if ending else owner,
-            "status": commit.status,
-            "position": commit.position,
-            "updated_at": stamp,
-            "failed_step": commit.failed_step,
-            "reason": commit.reason,
-            "error": commit.error,
-            "lease_expires": None if ending else lease_until(stamp, self.lease_seconds),
-            "llm_calls": commit.usage[0],
-            "tokens": commit.usage[1],
-            "cost_usd": commit.usage[2],
-            "due_at": commit.due_at,
-        }
+        A step that ends the run also gives the lease up. (On PostgreSQL: in one
+        statement, runner.store.postgres.)"""
+        run = advanced(run_id, owner, commit, now(), self.lease_seconds)
+        if self.engine.dialect.name == "postgresql":
+            with translated(self._place):
+                if not postgres.commit_step(self.engine, run, commit):
+                    raise StoreError(f"run {run_id} is no longer leased to this process")
+            return
         with self._begin() as conn:
             if self._execute(conn, ADVANCE_RUN, run) != 1:
                 raise StoreError(f"run {run_id} is no longer leased to this process")
             self._execute(conn, INSERT_CHECKPOINT, checkpoint_row(run_id, commit.checkpoint))
             if commit.effect:
                 key, status, result = commit.effect
-                self._execute(
-                    conn,
-                    FINISH_EFFECT,
-                    {"k": key, "status": status, "result": result, "finished_at": stamp},
-                )
+                finished = {"k": key, "status": status, "result": result}
+                self._execute(conn, FINISH_EFFECT, {**finished, "finished_at": run["updated_at"]})
             self._insert_events(conn, run_id, commit.events)
 
     def _insert_events(self, conn: sa.Connection, run_id: str, batch: Sequence[Event]) -> None:
