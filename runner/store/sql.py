@@ -30,6 +30,7 @@ from runner.store.engines import (
     store_url,
 )
 from runner.store.faults import StoreFile, translated
+from runner.store.groupcommit import GroupCommit, Refused
 from runner.store.leases import LEASE_SECONDS, lease_free, owner_id
 from runner.store.leases import lease_seconds as _lease_seconds
 from runner.store.queue import RunQueue
@@ -121,6 +122,7 @@ class SqlStore(RunQueue, TokenStore):
             self.engine.dispose()
             raise
         self._file = StoreFile(self._place) if self._place.file else None
+        self.group_commit = GroupCommit(self._begin)  # runner.store.groupcommit
 
     @classmethod
     def memory(cls) -> SqlStore:
@@ -162,22 +164,21 @@ class SqlStore(RunQueue, TokenStore):
     def create_run(
         self, run_id: str, version: FlowVersion, input_value: Any, first_step: str, owner: str
     ) -> None:
-        """Pin the flow version and create the run, already leased to `owner`."""
+        """Pin the flow version and create the run, already leased to `owner` (in a
+        group commit with other threads' commits of the moment)."""
         stamp = now()
         row = new_run_row(run_id, version, input_value, first_step, owner, self.lease_seconds)
-        with self._begin() as conn:
+        started = RunStarted(
+            flow=version.name, digest=version.digest, git_commit=version.git_commit
+        )
+
+        def write(conn: sa.Connection) -> None:
             if version.digest not in self._stored_versions:
                 conn.execute(pinned(conn.dialect.name, version, stamp))
             self._execute(conn, INSERT_RUN, row)
-            self._insert_events(
-                conn,
-                run_id,
-                [
-                    RunStarted(
-                        flow=version.name, digest=version.digest, git_commit=version.git_commit
-                    )
-                ],
-            )
+            self._insert_events(conn, run_id, [started])
+
+        self.group_commit.commit(write)
         self._stored_versions.add(version.digest)  # committed: no need to pin it again
 
     def flow_version(self, digest: str) -> FlowVersion:
@@ -276,15 +277,18 @@ class SqlStore(RunQueue, TokenStore):
                 if not postgres.commit_step(self.engine, run, commit):
                     raise StoreError(f"run {run_id} is no longer leased to this process")
             return
-        with self._begin() as conn:
-            if self._execute(conn, ADVANCE_RUN, run) != 1:
-                raise StoreError(f"run {run_id} is no longer leased to this process")
+
+        def write(conn: sa.Connection) -> None:
+            if self._execute(conn, ADVANCE_RUN, run) != 1:  # the fence: nothing written
+                raise Refused(f"run {run_id} is no longer leased to this process")
             self._execute(conn, INSERT_CHECKPOINT, checkpoint_row(run_id, commit.checkpoint))
             if commit.effect:
                 key, status, result = commit.effect
                 finished = {"k": key, "status": status, "result": result}
                 self._execute(conn, FINISH_EFFECT, {**finished, "finished_at": run["updated_at"]})
             self._insert_events(conn, run_id, commit.events)
+
+        self.group_commit.commit(write)
 
     def _insert_events(self, conn: sa.Connection, run_id: str, batch: Sequence[Event]) -> None:
         """The events of one transaction, in one statement run for all of them."""
