@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
@@ -43,6 +43,8 @@ class _Pending:
     write: Write
     done: bool = False
     error: BaseException | None = None
+    # Set when the commit is durable (done), or when its thread is to lead the next group.
+    woken: threading.Event = field(default_factory=threading.Event)
 
 
 class GroupCommit:
@@ -50,7 +52,7 @@ class GroupCommit:
 
     def __init__(self, begin: Callable[[], contextlib.AbstractContextManager[sa.Connection]]):
         self._begin = begin  # a write transaction that commits durably as it ends
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._leading = False
         self.groups = 0  # transactions made, and commits carried (for tests and benches)
@@ -58,24 +60,30 @@ class GroupCommit:
 
     def commit(self, write: Write) -> None:
         """Run `write` in a transaction, maybe shared; return once it is durable, or
-        raise what failed it."""
+        raise what failed it. A thread that waits is woken once, when its commit is
+        durable or when it is its turn to lead (never all waiters at every group)."""
         mine = _Pending(write)
-        with self._cond:
+        with self._lock:
             self._queue.append(mine)
-            while not mine.done and self._leading:
-                self._cond.wait()
+            follow, self._leading = self._leading, True
+        if follow:
+            mine.woken.wait()
             if mine.done:
                 return _outcome(mine)
-            self._leading = True
+        with self._lock:  # leading: every commit queued so far goes in this group
             group, self._queue = self._queue, []
         try:
             self._write(group)
         finally:
-            with self._cond:
+            with self._lock:
                 for pending in group:
                     pending.done = True
-                self._leading = False
-                self._cond.notify_all()
+                after = self._queue[0] if self._queue else None
+                self._leading = after is not None
+            for pending in group:
+                pending.woken.set()
+            if after is not None:
+                after.woken.set()  # its thread leads the next group
         return _outcome(mine)
 
     def _write(self, group: list[_Pending]) -> None:
