@@ -157,7 +157,14 @@ class Worker:
         self._expired_at = time.monotonic()
         from runner.review.desk import Desk
 
-        for run_id, route in Desk(self.engine, hand_off=True).expire():
+        try:
+            moved = Desk(self.engine, hand_off=True).expire()
+        except StoreError:
+            raise  # the database: the claim loop waits and tries again
+        except RunnerError as exc:  # a waiting run's flow no longer loads here, say
+            notice(f"cannot expire reviews: {exc}", level="warning")
+            return
+        for run_id, route in moved:
             notice(f"review of run {run_id} expired -> {route}", run=run_id, route=route)
 
     # -- stopping ------------------------------------------------------------------------
