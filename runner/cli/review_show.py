@@ -1,64 +1,29 @@
-"""How the review and dead-letter queues read: `review show` (why a run stopped, what a
-person decides on, who may decide, until when, and the commands that decide), the
-queue tables, and the same data as JSON. The desk decides; this module only words it.
+"""How the review and dead-letter queues read in the terminal: `review show` (why a run
+stopped, what a person decides on, who may decide, until when, and the commands that
+decide), the queue tables, and the same data as JSON. The desk decides; this module
+only words it, with runner.review.reading (which the browser's inbox shares).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from runner.core.events import Event, StepFinished, last_visit
+from runner.core.events import Event
 from runner.core.text import short
 from runner.core.vocabulary import ENDINGS, RunStatus
 from runner.review.edits import describe_hits
 from runner.review.proposals import Proposal
+from runner.review.reading import age, due, reason, span, waiting_order
 
 INDENT = " " * 9  # where a value starts: after an 8-character label and a space
 ANSWER_SHOWN = 300  # characters of each invalid model answer shown
 LINES_SHOWN = 40  # lines of a proposal (or of a shown value) before it is cut
-_UNITS = (("d", 86400), ("h", 3600), ("m", 60))
 
-
-# -- times ------------------------------------------------------------------------------
-def span(seconds: float) -> str:
-    """A duration in its largest unit that is at least two: `90s`, `59m`, `47h`, `3d`."""
-    seconds = max(0, int(seconds))
-    for unit, size in _UNITS:
-        if seconds >= 2 * size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def age(moment: datetime, at: datetime) -> str:
-    """How long ago `moment` was."""
-    return span((at - moment).total_seconds())
-
-
-def due(p: Proposal, at: datetime) -> str:
-    """The DUE column: `in 23h`, `overdue 2h`, or `-` when the review never expires."""
-    if p.due_at is None:
-        return "-"
-    left = (p.due_at - at).total_seconds()
-    return f"in {span(left)}" if left > 0 else f"overdue {span(-left)}"
-
-
-def _overdue(p: Proposal, at: datetime) -> bool:
-    return p.due_at is not None and p.due_at <= at
-
-
-# -- the queues ---------------------------------------------------------------------------
-def waiting_order(items: Iterable[Proposal], at: datetime) -> list[Proposal]:
-    """Escalated runs as a person should take them: overdue first (the most overdue
-    first), then the longest waiting first."""
-
-    def key(p: Proposal) -> tuple[bool, datetime, datetime, str]:
-        overdue = _overdue(p, at)
-        return (not overdue, p.due_at if overdue and p.due_at else at, p.run.updated_at, p.run.id)
-
-    return sorted(items, key=key)
+# The times, the order and the reasons are runner.review.reading's (the inbox's too).
+__all__ = ["age", "due", "print_proposal", "queue_rows", "reason", "span", "waiting_order"]
 
 
 def queue_rows(items: Sequence[Proposal], status: str, at: datetime) -> list[tuple[str, ...]]:
@@ -98,23 +63,6 @@ def print_proposal(p: Proposal, events: Sequence[Event], out: TextIO) -> None:
             ]
         )
     print("\n".join(lines), file=out)
-
-
-def reason(p: Proposal, events: Sequence[Event] = ()) -> str:
-    """Why the run stopped, without the step's name in front (it is shown beside it);
-    never empty: without a recorded reason, how its step ended."""
-    text = p.run.reason or ""
-    if text.startswith(f"{p.step_id}: "):
-        text = text[len(p.step_id) + 2 :]
-    if text:
-        return text
-    ended = [e for e in last_visit(events, p.step_id) if isinstance(e, StepFinished)]
-    if ended:
-        error = f": {ended[-1].error['message']}" if ended[-1].error else ""
-        return f"{p.step_id} ended {ended[-1].outcome} -> {ended[-1].route}{error}"
-    if isinstance(p.run.error, Mapping) and p.run.error.get("message"):
-        return f"{p.step_id} failed: {p.run.error['message']}"
-    return f"no reason was recorded (the run is {p.run.status})"
 
 
 def _block(label: str, lines: Sequence[str]) -> list[str]:

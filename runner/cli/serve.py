@@ -1,5 +1,6 @@
-"""`runner serve` (the HTTP intake, runner.service.api) and `runner tokens ...` (who may
-call it).
+"""`runner serve` (the HTTP intake and the review inbox, runner.service.api) and
+`runner tokens ...` (who may call the API; `runner users ...`, runner.cli.users, says who
+may use the inbox).
 
 `runner serve` binds its socket itself, then says where it listens (the real port, also
 with `--port 0`), then hands the socket to uvicorn: a client that reads that line and
@@ -14,12 +15,15 @@ import argparse
 import contextlib
 import copy
 import json
+import os
+import re
 import signal
 import socket
 from collections.abc import Iterator
 from typing import Any, TextIO
 
 from runner.cli.output import add_store_options, open_store, table, when
+from runner.cli.users import add_users_commands
 from runner.core.errors import StoreError, UsageError
 from runner.core.notices import notice
 from runner.core.vocabulary import ExitCode
@@ -43,8 +47,26 @@ def add_serve_commands(commands: Any) -> None:
         metavar="N",
         help="largest request body accepted (default 1 MiB)",
     )
+    serve.add_argument(
+        "--auth",
+        nargs="+",
+        default=["password"],
+        metavar="MODE",
+        help="how the review inbox knows people: `password` (accounts of `runner users`, "
+        "the default) or `header NAME`: the name in a header a sign-on proxy sets "
+        "(e.g. X-Forwarded-User; the account must still exist, for its role and flows)",
+    )
+    serve.add_argument(
+        "--public-url",
+        metavar="URL",
+        default=os.environ.get("RUNNER_PUBLIC_URL") or None,
+        help="the inbox's public address (default RUNNER_PUBLIC_URL); https makes its "
+        "cookies Secure. Set RUNNER_PUBLIC_URL for `runner worker` too: its alerts then "
+        "link to each run's page (run.url in notify's args)",
+    )
     serve.set_defaults(command=cmd_serve)
     _add_tokens(commands)
+    add_users_commands(commands)
 
 
 def _add_tokens(commands: Any) -> None:
@@ -93,32 +115,62 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             "pip install 'runner-flows[serve]'"
         ) from exc
     from runner.service.library import FlowLibrary
-    from runner.store.engines import safe_url
 
+    auth = _auth(args.auth, args.public_url)
     library = FlowLibrary(args.flows)
     for path, problems in library.problems().items():
         found = _count(len(problems), "problem")
         notice(f"left out {path} ({found}; the first: {problems[0]})", level="warning")
     store = open_store(args, expire=False, create=True)
     try:
-        app = create_app(store, library, max_body_bytes=args.max_body_bytes)
+        app = create_app(store, library, max_body_bytes=args.max_body_bytes, auth=auth)
         listener = _listen(args.host, args.port)
         config = uvicorn.Config(
             app, log_level="info", log_config=_log_config(), server_header=False
         )
-        flows = _count(len(library.names()), "flow")
-        print(
-            f"runner serve: listening on {_address(listener)} "
-            f"({flows} from {args.flows}, store {safe_url(store.url)})",
-            file=out,
-            flush=True,
-        )
+        _say_where(out, _address(listener), args.flows, len(library.names()), store.url, auth)
         with _sigterm_as_interrupt(), contextlib.suppress(KeyboardInterrupt):
             uvicorn.Server(config).run(sockets=[listener])
     finally:
         store.close()
     print("runner serve: stopped", file=out, flush=True)
     return ExitCode.OK
+
+
+def _say_where(out: TextIO, address: str, folder: str, flows: int, url: str, auth: Any) -> None:
+    """Where the server listens (the first line, which scripts wait for), then where
+    people find the review inbox and how it knows them."""
+    from runner.store.engines import safe_url
+
+    print(
+        f"runner serve: listening on {address} "
+        f"({_count(flows, 'flow')} from {folder}, store {safe_url(url)})",
+        file=out,
+        flush=True,
+    )
+    how = f"the {auth.header} header" if auth.header else "`runner users` accounts"
+    print(
+        f"runner serve: the review inbox is at {auth.public_url or address}/ ({how})",
+        file=out,
+        flush=True,
+    )
+
+
+def _auth(words: list[str], public_url: str | None) -> Any:
+    """The inbox's AuthSettings from `--auth password` or `--auth header NAME`."""
+    from runner.service.inbox.sessions import AuthSettings
+
+    if public_url is not None and not public_url.lower().startswith(("http://", "https://")):
+        raise UsageError(f"--public-url is an http(s) URL, not {public_url!r}")
+    url = public_url.rstrip("/") if public_url else None
+    if words == ["password"]:
+        return AuthSettings(public_url=url)
+    if len(words) == 2 and words[0] == "header" and re.fullmatch(r"[A-Za-z0-9-]{1,100}", words[1]):
+        return AuthSettings(header=words[1].lower(), public_url=url)
+    raise UsageError(
+        f"--auth {' '.join(words)}: give `password`, or `header NAME` with the header a "
+        "sign-on proxy sets (e.g. --auth header X-Forwarded-User)"
+    )
 
 
 def _log_config() -> dict[str, Any]:

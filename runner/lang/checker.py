@@ -25,7 +25,7 @@ from runner.lang.source import Path_, strings_in
 from runner.lang.tool_reads import Read, misspelled
 
 RUN_FIELDS = ("id", "flow")
-ALERT_RUN_FIELDS = ("id", "flow", "status", "step", "reason")
+ALERT_RUN_FIELDS = ("id", "flow", "status", "step", "reason", "url")
 NOTIFY_ROOTS = ("run", "input", "env", "secret")
 STEP_FIELDS = ("output",)
 

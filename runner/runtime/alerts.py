@@ -1,10 +1,16 @@
 """Alerts: when a run is escalated or fails, tell people through the flow's `notify`
 tool. A hook after the run, not part of it: the alert is retried like any tool call,
-and its failure is recorded as an event without touching the run's state."""
+and its failure is recorded as an event without touching the run's state.
+
+The alert's templates read `run.url`: the run's page in the review inbox of
+`runner serve`, when RUNNER_PUBLIC_URL (the inbox's public address, `serve
+--public-url`) is set in the worker's environment; empty otherwise."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from runner.core import templates
 from runner.core.errors import StepError
@@ -17,6 +23,15 @@ from runner.store.records import StepCommit
 
 if TYPE_CHECKING:
     from runner.runtime.engine import Engine
+
+PUBLIC_URL = "RUNNER_PUBLIC_URL"
+
+
+def run_url(environ: Mapping[str, str], run_id: str) -> str:
+    """The run's page in the review inbox (`<public url>/runs/<id>`), or "" when
+    RUNNER_PUBLIC_URL does not say where the inbox is."""
+    base = (environ.get(PUBLIC_URL) or "").strip().rstrip("/")
+    return f"{base}/runs/{quote(run_id, safe='')}" if base else ""
 
 
 class Alerts:
@@ -35,6 +50,7 @@ class Alerts:
             "status": commit.status,
             "step": commit.failed_step,
             "reason": commit.reason,
+            "url": run_url(engine.environ, state.run_id),
         }
         ctx: dict[str, Any] = {
             "run": run,

@@ -7,6 +7,7 @@ of flows.
     POST /v1/runs/{id}/approve     decisions (scope review; runner.service.api_review)
          /v1/runs/{id}/reject, /retry, /drop
     GET  /healthz, /metrics, /openapi.json   (no token)
+    GET  /, /runs/{id}, /dlq, ...  the review inbox for people (runner.service.inbox)
 
 Every answer is JSON (but /metrics, in Prometheus' text format); every refusal is
 `{"error": "<sentence>"}` with a 4xx status (runner.service.api_http). The server only
@@ -28,6 +29,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -60,6 +62,10 @@ from runner.service.api_views import (
     run_path,
     run_view,
 )
+from runner.service.inbox.app import make_inbox
+from runner.service.inbox.pages import SecurityHeaders
+from runner.service.inbox.routes import routes as inbox_routes
+from runner.service.inbox.sessions import AuthSettings
 from runner.service.library import FlowLibrary
 from runner.service.tokens import CACHE_SECONDS, ScopeError, TokenCheck, TokenError
 from runner.store.base import Store
@@ -77,8 +83,10 @@ def create_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     token_cache_seconds: float = CACHE_SECONDS,
+    auth: AuthSettings | None = None,
 ) -> Starlette:
-    """The app over `store` and the flows of `library`. The caller owns the store."""
+    """The app over `store` and the flows of `library`, with the review inbox for people
+    (runner.service.inbox; `auth` says how it knows them). The caller owns the store."""
     service = Service(
         store=store,
         library=library,
@@ -87,7 +95,8 @@ def create_app(
         max_body_bytes=max_body_bytes,
     )
     app = Starlette(
-        routes=_routes(),
+        routes=[*_routes(), *inbox_routes()],
+        middleware=[Middleware(SecurityHeaders)],
         exception_handlers={
             ApiError: api_error,
             HTTPException: http_error,
@@ -96,6 +105,7 @@ def create_app(
     )
     app.state.service = service
     app.state.openapi = document()
+    app.state.inbox = make_inbox(service.desk.engine, auth or AuthSettings(), max_body_bytes)
     return app
 
 

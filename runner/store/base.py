@@ -28,6 +28,7 @@ from runner.store.records import (
 
 if TYPE_CHECKING:  # runner.store.tokens loads SQLAlchemy; this module must not
     from runner.store.tokens import TokenRecord
+    from runner.store.users import UserRecord
 
 
 @runtime_checkable
@@ -219,6 +220,39 @@ class Store(Protocol):
 
     def revoke_token(self, token_id: str) -> bool:
         """Revoke an API token now; False if there is none or it was revoked already."""
+        ...
+
+    # -- the review inbox's accounts and shared keys (runner.store.users) -----------------
+    def add_user(
+        self,
+        name: str,
+        password_hash: str | None,
+        role: str,
+        flows: Sequence[str] = (),
+        groups: Sequence[str] = (),
+    ) -> UserRecord:
+        """Store a new inbox account (a password hash, never a password); StoreError if
+        one with this name exists."""
+        ...
+
+    def user(self, name: str) -> UserRecord | None:
+        """The inbox account with exactly this name, disabled or not; None if none."""
+        ...
+
+    def list_users(self) -> list[UserRecord]:
+        """Every inbox account, disabled ones too, by name."""
+        ...
+
+    def set_password(self, name: str, password_hash: str) -> bool:
+        """Replace an account's password hash; False if there is no such account."""
+        ...
+
+    def disable_user(self, name: str) -> bool:
+        """Disable an account now; False if there is none or it was disabled already."""
+        ...
+
+    def service_key(self, name: str) -> str:
+        """The secret called `name` that every server on the store shares, made once."""
         ...
 
     def close(self) -> None:

@@ -30,8 +30,9 @@ from runner.store.engines import safe_url
 from runner.store.sqlite import write_transaction
 from runner.store.tables import alembic_version, meta, metadata
 
-HEAD = "0004"
-REVISIONS = ("0001", "0002", "0003", "0004")  # oldest first: one per file in migrations/versions
+HEAD = "0005"
+# Oldest first: one per file in migrations/versions.
+REVISIONS = ("0001", "0002", "0003", "0004", "0005")
 RELEASE_0_1 = "0001"  # the revision of every database release 0.1 wrote
 _LOCK_KEY = 0x72756E6E6572  # PostgreSQL advisory lock taken while the schema changes
 

@@ -85,11 +85,12 @@ from runner.store.tables import (
     runs,
 )
 from runner.store.tokens import TokenStore
+from runner.store.users import UserStore
 
 __all__ = ["DEFAULT_URL", "LEASE_SECONDS", "SqlStore", "owner_id", "store_url"]
 
 
-class SqlStore(RunQueue, TokenStore):
+class SqlStore(RunQueue, TokenStore, UserStore):
     """The run store on any SQLAlchemy database (SQLite and PostgreSQL are tested)."""
 
     def __init__(

@@ -3,10 +3,11 @@ hot path runs, built once.
 
 flow_versions (the exact flow text a run started with), runs (status, position, lease,
 model use), checkpoints (each finished step's output), effects (the effect ledger),
-decisions (people's decisions) and events (an append-only audit trail); runner_meta
-holds the schema revision for runners older than Alembic's bookkeeping (alembic_version,
-declared here as Alembic makes it, so that a new database is stamped without loading
-Alembic).
+decisions (people's decisions) and events (an append-only audit trail); api_tokens,
+users and service_keys are `runner serve`'s (its API tokens, the inbox's accounts and
+the key that signs their sessions); runner_meta holds the schema revision for runners
+older than Alembic's bookkeeping (alembic_version, declared here as Alembic makes it, so
+that a new database is stamped without loading Alembic).
 """
 
 from __future__ import annotations
@@ -130,6 +131,26 @@ api_tokens = sa.Table(  # `runner serve`'s tokens (revision 0004): a hash, never
     sa.Column("scopes", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+
+users = sa.Table(  # the review inbox's accounts (revision 0005): a password hash, never one
+    "users",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("password_hash", sa.Text),  # null: signs in only through a proxy's header
+    sa.Column("role", sa.String(20), nullable=False),  # reviewer or admin
+    sa.Column("flows", sa.Text, nullable=False),  # comma-separated; empty: every flow
+    sa.Column("groups", sa.Text, nullable=False),  # the reviewer groups it decides for
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("disabled_at", sa.DateTime(timezone=True)),
+)
+
+service_keys = sa.Table(  # secrets every `runner serve` on the store shares (revision 0005)
+    "service_keys",
+    metadata,
+    sa.Column("name", sa.String(50), primary_key=True),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 alembic_version = sa.Table(
