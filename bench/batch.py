@@ -26,20 +26,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-FLOW = """\
-version: 1
-name: batch_bench
-models:
-  default: {{model: openai/stub, api_base: "{api_base}", temperature: 0, max_tokens: 16}}
-steps:
-  - id: ask
-    llm:
-      prompt: "Say hello to run {{{{ input.n }}}}."
-  - id: answer
-    llm:
-      prompt: "Reply to: {{{{ steps.ask.output }}}}"
-on_error: dead_letter
-"""
+sys.path.insert(0, str(HERE))
+from fleet import FLOW  # noqa: E402 - the same two-step flow as the fleet bench
 
 
 def start_stub(latency_ms: int) -> tuple[subprocess.Popen[str], str]:

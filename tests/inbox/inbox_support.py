@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from serving import listening
 
 from runner.lang.load import load_flow
 from runner.runtime.engine import Engine
@@ -34,7 +35,6 @@ from runner.store.sql import SqlStore
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery"
-START_SECONDS = 60.0
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 
@@ -211,20 +211,7 @@ def serve(root: Path, payments: str, *extra: str) -> Served:
         process = subprocess.Popen(
             [*command, "--port", "0", *extra], cwd=root, stdout=stdout, stderr=stderr, env=env
         )
-    return Served(folder, db, _listening(process, out, err), process, err)
-
-
-def _listening(process: subprocess.Popen[bytes], out: Path, err: Path) -> str:
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        for line in out.read_text().splitlines():
-            if line.startswith("runner serve: listening on "):
-                return line.split()[4]
-        if process.poll() is not None:
-            pytest.fail(f"runner serve exited {process.returncode}:\n{err.read_text()}")
-        time.sleep(0.02)
-    process.kill()
-    pytest.fail(f"runner serve did not say where it listens in {START_SECONDS:g} s")
+    return Served(folder, db, listening(process, out, err), process, err)
 
 
 class WorkerThread:

@@ -19,7 +19,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from serving import listening
 
 from runner.lang.load import load_flow
 from runner.runtime.engine import Engine, RunResult
@@ -35,7 +35,6 @@ from runner.store.sql import SqlStore
 
 ROOT = Path(__file__).resolve().parents[2]
 BODY_LIMIT = 4096  # --max-body-bytes of the servers here: oversize bodies stay small
-START_SECONDS = 60.0
 
 FLOWS = {
     "greet.yaml": """\
@@ -164,21 +163,8 @@ def start_intake(root: Path, *extra: str) -> Intake:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(command, cwd=root, stdout=stdout, stderr=stderr, env=env)
-    url = _listening(process, out, err)
+    url = listening(process, out, err)
     return Intake(folder, db, url, process, out, err)
-
-
-def _listening(process: subprocess.Popen[bytes], out: Path, err: Path) -> str:
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        for line in out.read_text().splitlines():
-            if line.startswith("runner serve: listening on "):
-                return line.split()[4]
-        if process.poll() is not None:
-            pytest.fail(f"runner serve exited {process.returncode}:\n{err.read_text()}")
-        time.sleep(0.02)
-    process.kill()
-    pytest.fail(f"runner serve did not say where it listens in {START_SECONDS:g} s")
 
 
 @pytest.fixture(scope="module")

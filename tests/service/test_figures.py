@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
 import re
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
+from pg_databases import postgres_database
 from prometheus_client.parser import text_string_to_metric_families
 
 from runner.cli.main import main
@@ -41,9 +39,6 @@ from runner.store.sql import SqlStore
 from runner.store.tables import checkpoints, flow_versions, runs
 from runner.testing import FakeClock, FakeLLM
 
-PG_URL = os.environ.get(
-    "RUNNER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 TRIAGE = """\
 version: 1
 name: triage
@@ -103,30 +98,6 @@ ZERO = dict.fromkeys(STATUSES, 0)
 
 
 # -- stores ---------------------------------------------------------------------------------
-def postgres_database() -> Iterator[str]:
-    """A fresh database on the test server, dropped afterwards (as in tests/store); skips,
-    or fails when RUNNER_REQUIRE_POSTGRES is set, when no server is reachable."""
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text("select 1"))
-    except Exception as exc:
-        admin.dispose()
-        reason = f"no PostgreSQL at {PG_URL}: {type(exc).__name__}"
-        if os.environ.get("RUNNER_REQUIRE_POSTGRES"):
-            pytest.fail(reason + " (RUNNER_REQUIRE_POSTGRES is set, so this must run)")
-        pytest.skip(reason)
-    name = f"runner_test_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
