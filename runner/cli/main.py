@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runner", description="Run AI agent workflows declared in YAML, durably."
     )
-    parser.add_argument("--version", action="version", version=f"runner {version()}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     parser.add_argument(
         "--log-format",
         choices=FORMATS,
@@ -119,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_fleet_commands(commands)
     add_serve_commands(commands)
     return parser
+
+
+class _Version(argparse.Action):
+    """--version: the installed release, looked up only when asked (reading the
+    installed packages' metadata costs every other command tens of milliseconds)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        print(f"runner {version()}")
+        parser.exit()
 
 
 DISTRIBUTION = "runner-flows"  # the name runner is installed under (`pip install`)

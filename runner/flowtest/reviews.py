@@ -20,14 +20,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.core.errors import InputError, RunnerError, StoreError, UsageError
 from runner.core.vocabulary import DecisionKind, Outcome, RunStatus
 from runner.lang.model import Flow
-from runner.review.desk import Desk
-from runner.runtime.engine import RunResult
 from runner.store.base import Store
+
+if TYPE_CHECKING:  # the desk and the engine load when a case has reviews, not before
+    from runner.review.desk import Desk
+    from runner.runtime.engine import RunResult
 
 ACTIONS = ("approve", "reject", "expire", "retry")
 DEFAULT_REVIEWER = "tester"  # who decides where a step names no reviewers
@@ -158,6 +160,8 @@ def _expire(desk: Desk, run_id: str) -> RunResult:
         )
     desk.expire(at=record.due_at + timedelta(seconds=1))  # the case's store has one run
     record = desk.store.run(run_id)
+    from runner.runtime.engine import RunResult
+
     return RunResult(record.id, record.status, record.position, record.reason)
 
 

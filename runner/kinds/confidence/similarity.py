@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from runner.core import templates
 from runner.core.errors import LLMError
 from runner.core.llm import Answer
@@ -132,6 +130,8 @@ class Similarity:
         matrix = self._matrix(session, gate.embedding, digest, examples)
         # The input is embedded, never kept: the cache holds the examples kept in git.
         (vector,) = session.embed(gate.embedding, [text], keep=False)
+        import numpy as np  # here, not at import: `runner validate` never needs it
+
         query = np.asarray(vector, dtype=np.float32)
         similarity = matrix @ query
         nearest = np.argsort(-similarity, kind="stable")[: gate.neighbours]
@@ -182,6 +182,8 @@ class Similarity:
             found = self._vectors.get(key)
         if found is None:
             vectors = session.embed(model, [e.text for e in examples])
+            import numpy as np
+
             found = np.asarray(vectors, dtype=np.float32)
             with self._lock:
                 self._vectors[key] = found
