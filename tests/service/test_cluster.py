@@ -62,8 +62,8 @@ RUNS = 500
 HOSTS = 3
 CONCURRENCY = 6  # runs at a time per worker
 LEASE = 3.0  # RUNNER_LEASE_SECONDS of the workers
-KILLS = 6
-PAUSE_MS = 25  # inside every python step
+KILLS = 8  # at least 5 must land while runs are going (a restart may delay the last)
+PAUSE_MS = 40  # inside every python step: runs slow enough for every disruption to land
 TIMEOUT = 360.0  # for every run to end
 TICK = 0.1
 STEPS = ("prepare", "charge", "record", "notify", "close")
@@ -424,14 +424,14 @@ class Chaos:
     def kills(self) -> Iterator[None]:
         """KILLS kills at random points of the progress, each of a random worker not
         spared, which starts again after a moment."""
-        for point in sorted(self.rng.uniform(0.05, 0.8) for _ in range(KILLS)):
+        for point in sorted(self.rng.uniform(0.05, 0.6) for _ in range(KILLS)):
             yield from self.until("progress", self.reached(point), TIMEOUT)
-            yield from self.pause(self.rng.uniform(0.0, 0.5))
+            yield from self.pause(self.rng.uniform(0.0, 0.2))
             host = self.rng.choice([h for n, h in enumerate(self.hosts) if n not in self.spared])
             start, progress = time.time(), self.done / RUNS
             pid = host.kill()
             self.log.append(Disruption("kill", start, time.time(), pid, progress))
-            yield from self.pause(self.rng.uniform(0.3, 1.0))
+            yield from self.pause(self.rng.uniform(0.2, 0.6))
             host.start()
 
     def reached(self, fraction: float) -> Callable[[], bool]:
