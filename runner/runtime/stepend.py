@@ -10,6 +10,7 @@ from typing import Any
 
 from runner.core.errors import StoreError
 from runner.core.events import StepFinished, now
+from runner.core.notices import notice
 from runner.core.vocabulary import STOPS, Ending
 from runner.kinds.base import StepResult
 from runner.lang.compiler import CompiledFlow
@@ -37,6 +38,12 @@ def commit_step(store: Store, run_id: str, owner: str, commit: StepCommit, clock
         except StoreError as exc:
             if not exc.transient or clock.monotonic() + wait > deadline:
                 raise
+            if wait == FIRST_WAIT:  # said once: a person sees why the run waits
+                notice(
+                    f"run {run_id}: {exc}; trying again for up to {store.lease_seconds:g} s",
+                    level="warning",
+                    run=run_id,
+                )
         clock.sleep(wait)
         wait = min(wait * 2, LONGEST_WAIT)
         if _committed(store, run_id, commit):

@@ -63,9 +63,16 @@ def _start(tmp_path: Path, plan: list[str]) -> tuple[Flaky, Any, FakeClock]:
     return store, result, clock
 
 
-def test_a_transient_failure_is_tried_again(tmp_path: Path) -> None:
+def test_a_transient_failure_is_tried_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store, result, clock = _start(tmp_path, ["before", "before", "ok"])
     assert result.status == "completed"
+    said = capsys.readouterr().err.splitlines()  # once, however many tries
+    assert said == [
+        f"runner: run {result.run_id}: cannot reach the database server; "
+        "trying again for up to 10 s"
+    ]
     assert [c.step_id for c in store.checkpoints(result.run_id)] == ["first", "second"]
     assert clock.sleeps == [0.2, 0.4]
 

@@ -313,7 +313,7 @@ def test_a_server_that_goes_away_mid_run(postgres_url: str, flow: Path) -> None:
     real = sa.make_url(postgres_url)
     proxy = Proxy(real.host or "127.0.0.1", real.port or 5432)
     through = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    store = SqlStore(through)
+    store = SqlStore(through, lease_seconds=1)  # the commit is tried again for 1 s, not 60
 
     def two(call: Any) -> Any:
         if call.args["name"] == "two":
