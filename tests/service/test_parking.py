@@ -7,13 +7,12 @@ key. Against a real HTTP server on 127.0.0.1."""
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from scripted_server import Reply, ScriptedServer
+from working import work_until
 
 from runner.core.events import AttemptFailed, RunParked
 from runner.lang.load import load_flow
@@ -65,17 +64,7 @@ def _work(store: SqlStore, until: Callable[[], bool], park_after: float = 0.5) -
     options = WorkerOptions(
         concurrency=2, poll_seconds=0.05, expire_seconds=3600, park_after_seconds=park_after
     )
-    worker = Worker(Engine(store), options)
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,))
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not until() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    stop.set()
-    worker.wakeup.wake()
-    thread.join(20)
-    return worker
+    return work_until(Engine(store), options, until, seconds=20)
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from pg_databases import postgres_database
+from working import work_until
 
 from runner.core.errors import StoreError
 from runner.lang.load import load_flow
@@ -229,17 +230,8 @@ def test_submit_queues_each_line_once_and_reports_refused_lines(folder: Path) ->
 def _work(store: SqlStore, until: Any, environ: dict[str, str] | None = None) -> Worker:
     """A worker on its own thread until `until()` holds (or 30 s), then stopped."""
     engine = Engine(store, environ=os.environ if environ is None else environ)
-    worker = Worker(engine, WorkerOptions(concurrency=4, poll_seconds=0.05, expire_seconds=0))
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,))
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not until() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    worker.wakeup.wake()
-    thread.join(30)
-    return worker
+    options = WorkerOptions(concurrency=4, poll_seconds=0.05, expire_seconds=0)
+    return work_until(engine, options, until)
 
 
 @pytest.mark.postgres
