@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from runner.cli.output import add_store_options, open_store
-from runner.cli.runs import read_input
+from runner.cli.runs import add_flow_inputs, read_input
 from runner.core.errors import InputError, StoreError, UsageError
 from runner.core.notices import notice
 from runner.core.vocabulary import ExitCode
@@ -20,10 +20,7 @@ from runner.core.vocabulary import ExitCode
 def add_fleet_commands(commands: Any) -> None:
     """Add submit and worker to the `runner` parser."""
     submit = commands.add_parser("submit", help="queue runs of a flow for `runner worker`")
-    submit.add_argument("flow", metavar="FLOW")
-    source = submit.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", metavar="FILE", help="JSON file with the input, or -")
-    source.add_argument("--inputs", metavar="FILE", help="JSON-lines file: one run per line")
+    add_flow_inputs(submit)
     submit.add_argument(
         "--key",
         metavar="K",

@@ -30,12 +30,7 @@ from runner.core.vocabulary import ExitCode, RunStatus
 def add_run_commands(commands: Any) -> None:
     """Add run, resume, runs and show to the `runner` parser."""
     run = commands.add_parser("run", help="run a flow on one input")
-    run.add_argument("flow", metavar="FLOW")
-    source = run.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--input", metavar="FILE", help="JSON file with the run input, or - for standard input"
-    )
-    source.add_argument("--inputs", metavar="FILE", help="JSON-lines file: one run per line")
+    add_flow_inputs(run)
     run.add_argument(
         "--concurrency",
         type=int,
@@ -52,6 +47,17 @@ def add_run_commands(commands: Any) -> None:
     add_store_options(run)
     run.set_defaults(command=cmd_run)
     _add_reading_commands(commands)
+
+
+def add_flow_inputs(parser: argparse.ArgumentParser) -> None:
+    """FLOW and its input: `--input FILE` (or -) for one run, `--inputs FILE.jsonl` for
+    one run per line (`runner run` and `runner submit`)."""
+    parser.add_argument("flow", metavar="FLOW")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--input", metavar="FILE", help="JSON file with the run input, or - for standard input"
+    )
+    source.add_argument("--inputs", metavar="FILE", help="JSON-lines file: one run per line")
 
 
 def _add_reading_commands(commands: Any) -> None:
